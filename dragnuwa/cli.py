@@ -1,0 +1,207 @@
+"""The ``dragnuwa`` command line: parses arguments and calls the modules.
+
+Thin on purpose: no model or data logic lives here. Each ``cmd_*`` function
+imports what it needs lazily so ``dragnuwa --help`` stays fast. A ``UserError``
+anywhere ends the program with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from dragnuwa.errors import UserError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'256' -> (256, 256); '320x576' -> (W=320, H=576)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected SIZE or WxH, got {text!r}") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) <= 0:
+        raise argparse.ArgumentTypeError(f"expected SIZE or WxH with positive numbers, got {text!r}")
+    return parts[0], parts[1]
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from dragnuwa import demo
+
+    out = demo.run_demo(out=args.out, steps=args.steps, seed=args.seed)
+    print(out)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from dragnuwa import pipeline
+
+    out = pipeline.generate_to_file(
+        image=args.image, tracks=args.tracks, flow=args.flow, text=args.text, out=args.out,
+        frames=args.frames, steps=args.steps, seed=args.seed, guidance=args.guidance,
+        traj_guidance=args.traj_guidance, model=args.model, overlay=args.overlay, fit=args.fit,
+    )
+    print(out)
+
+
+def cmd_tracks(args: argparse.Namespace) -> None:
+    from dragnuwa import trajectory
+
+    trajectory.run_tracks_command(
+        video=args.video, out=args.out, max_tracks=args.max_tracks, flow=args.flow,
+        viz=args.viz, seed=args.seed, size=args.size, max_frames=args.max_frames,
+    )
+    print(args.out)
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from dragnuwa.data import synthetic
+
+    paths = synthetic.write_dataset(args.out_dir, count=args.count, frames=args.frames,
+                                    size=args.size, seed=args.seed)
+    print(f"wrote {len(paths)} clips to {args.out_dir}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from dragnuwa.training import loop
+
+    loop.train_from_config(args.config, stage=args.stage, init=args.init, resume=args.resume,
+                           max_steps=args.max_steps, out_dir=args.out_dir)
+
+
+def cmd_train_autoencoder(args: argparse.Namespace) -> None:
+    from dragnuwa.training import autoencoder
+
+    autoencoder.train_autoencoder_from_config(args.config, resume=args.resume,
+                                              max_steps=args.max_steps, out_dir=args.out_dir)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from dragnuwa import evaluate
+
+    report = evaluate.run_evaluation(model=args.model, out_dir=args.out_dir, count=args.count,
+                                     seed=args.seed, steps=args.steps, ablations=args.ablations)
+    print(report)
+
+
+def cmd_app(args: argparse.Namespace) -> None:
+    from dragnuwa import app
+
+    app.launch(host=args.host, port=args.port, model=args.model, share=False)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dragnuwa", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("demo", help="generate a video with the bundled model and example")
+    s.add_argument("--out", default="dragnuwa_demo.mp4", help="output mp4 (default: %(default)s)")
+    s.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (model default)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("generate", help="one video from an image, tracks and a prompt")
+    s.add_argument("--image", required=True, help="first frame (PNG/JPEG/...; any size)")
+    motion = s.add_mutually_exclusive_group()
+    motion.add_argument("--tracks", help="tracks JSON (see docs/tracks.md)")
+    motion.add_argument("--flow", help="dense motion file (.npy/.npz [T,2,H,W] or [T-1,H,W,2]): a motion brush")
+    s.add_argument("--text", default="", help="text prompt")
+    s.add_argument("--out", required=True, help="output mp4")
+    s.add_argument("--frames", type=_positive_int, default=None, help="frames (model default)")
+    s.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (model default)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--guidance", type=float, default=None, help="text guidance scale (model default)")
+    s.add_argument("--traj-guidance", type=float, default=None, help="trajectory guidance scale")
+    s.add_argument("--model", default="bundled", help="'bundled' or a model .safetensors path")
+    s.add_argument("--overlay", default=None, help="also write the video with the tracks drawn")
+    s.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop",
+                   help="how an image of another aspect ratio is fitted (default: %(default)s)")
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("tracks", help="Trajectory Sampler on a real video")
+    s.add_argument("video")
+    s.add_argument("--out", required=True, help="tracks JSON to write")
+    s.add_argument("--max-tracks", type=_positive_int, default=8)
+    s.add_argument("--flow", default="dis", help="optical-flow backend (default: %(default)s)")
+    s.add_argument("--viz", default=None, help="also write an overlay mp4 with the tracks drawn")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--size", type=_size, default=None, help="resize/crop frames to SIZE or WxH first")
+    s.add_argument("--max-frames", type=_positive_int, default=None)
+    s.set_defaults(func=cmd_tracks)
+
+    s = sub.add_parser("synth", help="procedural clips with exact flow, tracks and captions")
+    s.add_argument("out_dir")
+    s.add_argument("--count", type=_positive_int, default=16)
+    s.add_argument("--frames", type=_positive_int, default=16)
+    s.add_argument("--size", type=_size, default=(256, 256), help="SIZE or WxH (default 256)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("train", help="train the video model (stage 1: dense flow, stage 2: sparse tracks)")
+    s.add_argument("--config", required=True, help="training config YAML (see configs/)")
+    s.add_argument("--stage", type=int, choices=[1, 2], default=None, help="overrides the config's stage")
+    s.add_argument("--init", default=None, help="checkpoint to start from (stage 2 from stage 1)")
+    s.add_argument("--resume", action="store_true", help="continue the run in the output folder exactly")
+    s.add_argument("--max-steps", type=_positive_int, default=None, help="override total steps")
+    s.add_argument("--out-dir", default=None, help="override the config's output folder")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("train-autoencoder", help="train the frame autoencoder")
+    s.add_argument("--config", required=True)
+    s.add_argument("--resume", action="store_true")
+    s.add_argument("--max-steps", type=_positive_int, default=None)
+    s.add_argument("--out-dir", default=None)
+    s.set_defaults(func=cmd_train_autoencoder)
+
+    s = sub.add_parser("evaluate", help="trajectory/fidelity/text metrics and ablations on held-out clips")
+    s.add_argument("--model", default="bundled")
+    s.add_argument("--out-dir", default="eval_report")
+    s.add_argument("--count", type=_positive_int, default=100)
+    s.add_argument("--seed", type=int, default=1_000_000, help="first held-out seed")
+    s.add_argument("--steps", type=_positive_int, default=None)
+    s.add_argument("--no-ablations", dest="ablations", action="store_false")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("app", help="web UI: drag trajectories on an image, get the video")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=7860)
+    s.add_argument("--model", default="bundled")
+    s.set_defaults(func=cmd_app)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``dragnuwa`` console script."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"dragnuwa {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Diffusion: EDM preconditioning D(x, sigma, cond), noise schedules, samplers, guidance."""

@@ -1,0 +1,1 @@
+"""Networks: frame autoencoder, text / trajectory encoders, the video UNet with Multiscale Fusion."""
