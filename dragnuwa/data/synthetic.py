@@ -1,0 +1,291 @@
+"""Procedural scenes with exact ground truth: frames, dense forward flow, object tracks, captions.
+
+Every layer moves by an affine map, so the flow is exact: the background follows the camera
+(pan / zoom of a larger canvas), each object follows a smooth curved path (quadratic Bezier with
+a random speed profile) on top of the camera. Shapes are drawn from analytic signed distances
+(anti-aliased, exact geometry) and textured in their own coordinates, so a point on a surface
+moves exactly as the flow says. Occlusion follows depth order (later objects on top).
+
+Deterministic by seed: ``render_clip(seed)`` is the same clip on every machine.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from dragnuwa.errors import atomic_path, atomic_write_text
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220), "yellow": (240, 220, 30),
+    "orange": (245, 140, 20), "purple": (140, 40, 190), "white": (245, 245, 245), "black": (20, 20, 20),
+    "cyan": (30, 210, 220), "pink": (245, 120, 190),
+}
+SHAPES = ("circle", "square", "triangle", "star", "ring", "diamond")
+PATTERNS = ("plain", "plain", "stripes", "dots")
+# skimage.data photos used as backgrounds, with the words a caption uses for them.
+PHOTOS = {"brick.png": "a brick wall", "grass.png": "grass", "gravel.png": "gravel", "coffee.png": "a coffee table",
+          "chelsea.png": "a photo of a cat", "astronaut.png": "a photo of an astronaut", "rocket.jpg": "a rocket launch"}
+PROCEDURAL = ("gradient", "checkerboard", "stripes", "noise")
+
+
+@dataclass
+class Clip:
+    """One procedural clip. ``flow[t]`` maps frame t to t+1 at pixel centres."""
+
+    frames: np.ndarray          # uint8 [T, H, W, 3]
+    flow: np.ndarray            # float32 [T-1, H, W, 2]
+    tracks: np.ndarray          # float32 [K, T, 2], object centres in image coordinates
+    visible: np.ndarray         # bool [K, T], centre pixel shows the object
+    caption: str
+    objects: list[dict] = field(default_factory=list)
+    camera: dict = field(default_factory=dict)
+    background: str = ""
+    seed: int = 0
+
+
+@lru_cache(maxsize=None)
+def _photo(name: str) -> np.ndarray:
+    import skimage.data  # noqa: F401 - locates the package folder
+
+    path = Path(skimage.data.__file__).parent / name
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:  # fall back to a procedural texture if a photo is missing from this install
+        return np.full((256, 256, 3), 128, np.uint8)
+    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
+    """A square canvas texture and the words describing it."""
+    if rng.random() < 0.5:
+        name = list(PHOTOS)[rng.integers(len(PHOTOS))]
+        img = _photo(name)
+        h, w = img.shape[:2]
+        c = int(min(h, w) * rng.uniform(0.5, 1.0))
+        y0, x0 = rng.integers(0, h - c + 1), rng.integers(0, w - c + 1)
+        img = cv2.resize(img[y0:y0 + c, x0:x0 + c], (size, size), interpolation=cv2.INTER_AREA)
+        return img, PHOTOS[name]
+    kind = PROCEDURAL[rng.integers(len(PROCEDURAL))]
+    c1, c2 = (rng.uniform(40, 215, 3) for _ in range(2))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    if kind == "gradient":
+        a = rng.uniform(0, 2 * np.pi)
+        m = (np.cos(a) * xx + np.sin(a) * yy)
+        m = (m - m.min()) / (np.ptp(m) + 1e-6)
+        # Faint noise so the flow is observable everywhere.
+        m = np.clip(m + rng.normal(0, 0.04, m.shape).astype(np.float32), 0, 1)
+        words = "a smooth gradient"
+    elif kind == "checkerboard":
+        n = rng.integers(6, 14)
+        m = ((np.floor(xx * n) + np.floor(yy * n)) % 2).astype(np.float32)
+        words = "a checkerboard"
+    elif kind == "stripes":
+        n, a = rng.integers(5, 12), rng.uniform(0, np.pi)
+        m = (np.sin((np.cos(a) * xx + np.sin(a) * yy) * n * 2 * np.pi) > 0).astype(np.float32)
+        words = "a striped background"
+    else:
+        m = cv2.GaussianBlur(rng.random((size, size)).astype(np.float32), (0, 0), size / 64)
+        m = (m - m.min()) / (np.ptp(m) + 1e-6)
+        words = "a noise texture"
+    img = c1[None, None] * (1 - m[..., None]) + c2[None, None] * m[..., None]
+    return np.clip(img, 0, 255).astype(np.uint8), words
+
+
+def _sdf(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Signed distance (positive inside) of a unit-radius shape at local coords (u, v)."""
+    if shape == "circle":
+        return 1.0 - np.hypot(u, v)
+    if shape == "square":
+        return 0.85 - np.maximum(np.abs(u), np.abs(v))
+    if shape == "diamond":
+        return (1.0 - (np.abs(u) + np.abs(v))) / np.sqrt(2)
+    if shape == "ring":
+        return 0.3 - np.abs(np.hypot(u, v) - 0.7)
+    if shape == "triangle":  # pointing up, centroid at the origin: three half-planes
+        d2 = 0.5 - (np.sqrt(3) / 2 * u - 0.5 * v)
+        d3 = 0.5 - (-np.sqrt(3) / 2 * u - 0.5 * v)
+        return np.minimum(np.minimum(0.5 - v, d2), d3)
+    if shape == "star":
+        r, a = np.hypot(u, v), np.arctan2(v, u) + np.pi / 2
+        edge = 0.55 + 0.45 * np.abs(np.cos(2.5 * a))  # five points
+        return (edge - r) * 0.6
+    raise ValueError(shape)
+
+
+def _pattern(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Brightness multiplier of an object's surface texture in its own coordinates."""
+    if kind == "stripes":
+        return np.where(np.sin(u * 9.0) > 0, 1.0, 0.55)
+    if kind == "dots":
+        return np.where(np.hypot((u * 3) % 1 - 0.5, (v * 3) % 1 - 0.5) < 0.25, 0.5, 1.0)
+    return np.ones_like(u)
+
+
+def _direction_words(dx: float, dy: float) -> str:
+    horiz = "right" if dx > 0 else "left"
+    vert = "down" if dy > 0 else "up"
+    if abs(dx) > 2.2 * abs(dy):
+        return f"to the {horiz}"
+    if abs(dy) > 2.2 * abs(dx):
+        return "up" if dy < 0 else "down"
+    return f"to the {'upper' if dy < 0 else 'lower'} {horiz}"
+
+
+def render_clip(seed: int, frames: int = 16, size: tuple[int, int] = (256, 256)) -> Clip:
+    """Render one deterministic clip of ``frames`` frames at ``size=(W, H)`` with exact flow and tracks."""
+    rng = np.random.default_rng([seed, 20230816])
+    W, H = int(size[0]), int(size[1])
+    T = int(frames)
+    unit = min(W, H) / 256.0  # speeds and sizes are specified at 256 px
+    ramp = np.linspace(0.0, 1.0, T)
+
+    # Camera: world -> image is  x_img = s_t * (x_world - c_t) + centre.
+    canvas_size = int(2 * max(W, H))
+    canvas, bg_words = _background(rng, canvas_size)
+    cam_kind = rng.choice(["static", "pan", "zoom"], p=[0.55, 0.3, 0.15])
+    centre = np.array([W / 2, H / 2])
+    c_t = np.zeros((T, 2))
+    s_t = np.ones(T)
+    camera = {"kind": str(cam_kind)}
+    if cam_kind == "pan":
+        vel = rng.uniform(-2.5, 2.5, 2) * unit
+        c_t = ramp[:, None] * vel * (T - 1)
+        camera["words"] = "the camera pans " + _direction_words(*vel).replace("to the ", "")
+        camera["velocity"] = vel.tolist()
+    elif cam_kind == "zoom":
+        z = rng.choice([0.8, 1.25])
+        s_t = z ** ramp
+        camera["words"] = "the camera zooms " + ("in" if z > 1 else "out")
+        camera["zoom"] = float(z)
+
+    def to_img(p_world: np.ndarray, t: int) -> np.ndarray:
+        return s_t[t] * (p_world - c_t[t]) + centre
+
+    def to_world(p_img: np.ndarray, t: int) -> np.ndarray:
+        return (p_img - centre) / s_t[t] + c_t[t]
+
+    # Objects: world-space Bezier paths (camera motion comes on top).
+    n_obj = int(rng.integers(1, 5))
+    objs, paths = [], []
+    palette = list(COLORS)
+    for k in range(n_obj):
+        radius = rng.uniform(14, 34) * unit
+        p0 = to_world(rng.uniform([0.2 * W, 0.2 * H], [0.8 * W, 0.8 * H]), 0)
+        moving = k == 0 or rng.random() < 0.7
+        if moving:
+            speed = rng.uniform(1.0, 7.0) * unit  # px per frame at 256 px
+            ang = rng.uniform(0, 2 * np.pi)
+            p2 = p0 + speed * (T - 1) * np.array([np.cos(ang), np.sin(ang)])
+            bend = rng.uniform(-0.5, 0.5) * speed * (T - 1)
+            p1 = (p0 + p2) / 2 + bend * np.array([-np.sin(ang), np.cos(ang)])
+            tau = ramp ** rng.uniform(0.7, 1.4)  # varied speed along the path
+            path = ((1 - tau) ** 2)[:, None] * p0 + (2 * tau * (1 - tau))[:, None] * p1 + (tau ** 2)[:, None] * p2
+        else:
+            path = np.repeat(p0[None], T, axis=0)
+        color = palette[rng.integers(len(palette))]
+        objs.append({"shape": SHAPES[rng.integers(len(SHAPES))], "color": color,
+                     "pattern": PATTERNS[rng.integers(len(PATTERNS))], "radius": float(radius),
+                     "moving": bool(moving), "spin": 0.0})
+        paths.append(path)
+
+    # Words for each object's own (world) motion.
+    parts = []
+    for obj, path in zip(objs, paths):
+        d = path[-1] - path[0]
+        if obj["moving"] and np.hypot(*d) > 2 * unit:
+            obj["motion"] = "moves " + _direction_words(*d)
+        else:
+            obj["moving"], obj["motion"] = False, "stays still"
+        parts.append(f"a {obj['color']} {obj['shape']} {obj['motion']}")
+    caption = "; ".join(parts) + f" on {bg_words}"
+    if "words" in camera:
+        caption += f" while {camera['words']}"
+
+    # Render layers and the exact flow, frame by frame.
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+    px, py = xx + 0.5, yy + 0.5  # pixel centres
+    out = np.zeros((T, H, W, 3), np.uint8)
+    flow = np.zeros((max(T - 1, 0), H, W, 2), np.float32)
+    tracks = np.zeros((n_obj, T, 2), np.float32)
+    visible = np.zeros((n_obj, T), bool)
+    for t in range(T):
+        # Background: image pixel -> world -> canvas pixel (canvas centre = world origin).
+        a = 1.0 / s_t[t]
+        off = -centre * a + c_t[t] + canvas_size / 2
+        M = np.array([[a, 0, off[0] - 0.5 + 0.5 * a], [0, a, off[1] - 0.5 + 0.5 * a]])
+        img = cv2.warpAffine(canvas, M, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_REFLECT).astype(np.float64)
+        top = np.full((H, W), -1, np.int32)
+        for k, (obj, path) in enumerate(zip(objs, paths)):
+            pos = to_img(path[t], t)
+            tracks[k, t] = pos
+            r = obj["radius"] * s_t[t]
+            u, v = (px - pos[0]) / r, (py - pos[1]) / r
+            alpha = np.clip(_sdf(obj["shape"], u, v) * r + 0.5, 0.0, 1.0)
+            color = np.array(COLORS[obj["color"]], np.float64) * _pattern(obj["pattern"], u, v)[..., None]
+            img = img * (1 - alpha[..., None]) + np.clip(color, 0, 255) * alpha[..., None]
+            top[alpha >= 0.5] = k
+        out[t] = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+        for k in range(n_obj):
+            cx, cy = np.floor(tracks[k, t]).astype(int)
+            visible[k, t] = 0 <= cx < W and 0 <= cy < H and top[cy, cx] == k
+        if t == T - 1:
+            break
+        # Exact flow of each layer: the surface point under pixel p at t, seen at t+1.
+        ratio = s_t[t + 1] / s_t[t]
+        bg_next_x = ratio * (px - centre[0]) + s_t[t + 1] * (c_t[t][0] - c_t[t + 1][0]) + centre[0]
+        bg_next_y = ratio * (py - centre[1]) + s_t[t + 1] * (c_t[t][1] - c_t[t + 1][1]) + centre[1]
+        fx, fy = bg_next_x - px, bg_next_y - py
+        for k, path in enumerate(paths):
+            mask = top == k
+            if not mask.any():
+                continue
+            p_now, p_next = to_img(path[t], t), to_img(path[t + 1], t + 1)
+            fx[mask] = (ratio * (px[mask] - p_now[0]) + p_next[0]) - px[mask]
+            fy[mask] = (ratio * (py[mask] - p_now[1]) + p_next[1]) - py[mask]
+        flow[t, ..., 0], flow[t, ..., 1] = fx, fy
+    return Clip(frames=out, flow=flow, tracks=tracks, visible=visible, caption=caption, objects=objs,
+                camera=camera, background=bg_words, seed=int(seed))
+
+
+def write_clip(clip: Clip, out_dir: str | Path, name: str, fps: float = 8.0) -> Path:
+    """Write NAME.mp4, NAME.flow.npz, NAME.tracks.json, NAME.txt and NAME.json into ``out_dir``."""
+    from dragnuwa.tracks_io import TrackSet, save_tracks
+    from dragnuwa.video import write_video
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    H, W = clip.frames.shape[1:3]
+    write_video(out_dir / f"{name}.mp4", clip.frames, fps)
+    with atomic_path(out_dir / f"{name}.flow.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, flow=clip.flow.astype(np.float16))
+    save_tracks(out_dir / f"{name}.tracks.json", TrackSet.from_array(clip.tracks, W, H))
+    atomic_write_text(out_dir / f"{name}.txt", clip.caption + "\n")
+    meta = {"seed": clip.seed, "caption": clip.caption, "objects": clip.objects, "camera": clip.camera,
+            "background": clip.background, "visible": clip.visible.tolist(), "frames": int(len(clip.frames)),
+            "width": int(W), "height": int(H)}
+    atomic_write_text(out_dir / f"{name}.json", json.dumps(meta, indent=1) + "\n")
+    return out_dir / f"{name}.mp4"
+
+
+def write_dataset(out_dir: str | Path, count: int, frames: int = 16, size: tuple[int, int] = (256, 256),
+                  seed: int = 0) -> list[Path]:
+    """`dragnuwa synth`: ``count`` clips with seeds ``seed .. seed+count-1`` into ``out_dir``."""
+    from dragnuwa.errors import UserError
+
+    if frames < 2:
+        raise UserError(f"--frames must be at least 2, got {frames}")
+    if min(size) < 16:
+        raise UserError(f"--size must be at least 16 px, got {size[0]}x{size[1]}")
+    paths = []
+    for i in tqdm(range(count), desc="procedural clips", unit="clip"):
+        paths.append(write_clip(render_clip(seed + i, frames, size), out_dir, f"clip_{seed + i:07d}"))
+    return paths

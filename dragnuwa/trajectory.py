@@ -1,0 +1,247 @@
+"""Tracks <-> displacement maps, the Gaussian spread, and the Trajectory Sampler (paper Sec. 3.2).
+
+Displacement maps are float32 ``[T, 2, H, W]``: map t holds the motion (dx, dy) of each tracked
+point from frame t-1 to frame t, placed at the point's position in frame t-1; map 0 is zero.
+The same ``tracks_to_maps`` serves sampled tracks (stage 2) and user-drawn tracks
+(PCHIP-resampled clicks); dense flow (stage 1) goes out in the same layout via ``flow_to_maps``.
+
+Pixel convention: pixel (i, j) covers [j, j+1) x [i, i+1); a point (x, y) lies in pixel
+(floor(y), floor(x)); flow fields are sampled at pixel centres (x + 0.5, y + 0.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy.interpolate import PchipInterpolator
+from scipy.ndimage import map_coordinates
+
+from dragnuwa.errors import UserError
+
+# Paper Sec. 3.2: Gaussian filter kernel 99, sigma 10 at 256 px; anchors every 16 px at 256 px.
+PAPER_SIGMA, PAPER_GRID, PAPER_RES = 10.0, 16, 256
+
+
+def resample_track(points: np.ndarray, frames: int) -> np.ndarray:
+    """Resample ``[n, 2]`` clicks to ``[frames, 2]`` by PCHIP on evenly spaced times.
+
+    PCHIP (monotone cubic) passes through every click without overshoot. A one-point track is
+    an anchor: the point repeated, so its displacement is zero in every frame.
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if len(pts) == frames:
+        return pts.copy()
+    if len(pts) == 1:
+        return np.repeat(pts, frames, axis=0)
+    t_in = np.linspace(0.0, 1.0, len(pts))
+    t_out = np.linspace(0.0, 1.0, frames)
+    return PchipInterpolator(t_in, pts, axis=0)(t_out)
+
+
+def default_sigma(height: int, width: int) -> float:
+    """Gaussian spread sigma scaled from the paper's 10 px at 256 px (released code: 20 at 576 px)."""
+    return PAPER_SIGMA * max(height, width) / PAPER_RES
+
+
+def _kernel_size(sigma: float) -> int:
+    # Paper: kernel 99 for sigma 10, i.e. ~ +-5 sigma; keep it odd.
+    return int(2 * np.ceil(4.9 * sigma) + 1)
+
+
+def gaussian_spread(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of each ``[.., H, W]`` plane, zero outside the image."""
+    if sigma <= 0:
+        return maps.astype(np.float32, copy=True)
+    k = _kernel_size(sigma)
+    lead = maps.shape[:-2]
+    planes = maps.reshape(-1, *maps.shape[-2:]).astype(np.float32)
+    out = np.stack([cv2.GaussianBlur(p, (k, k), sigma, borderType=cv2.BORDER_CONSTANT) for p in planes])
+    return out.reshape(*lead, *maps.shape[-2:])
+
+
+def _spread_peak(sigma: float) -> float:
+    """Value at the centre of a blurred unit impulse: dividing by it keeps a track's own pixel exact."""
+    if sigma <= 0:
+        return 1.0
+    g = cv2.getGaussianKernel(_kernel_size(sigma), sigma)
+    return float(g.max() ** 2)
+
+
+def tracks_to_maps(tracks: np.ndarray, height: int, width: int, sigma: float | None = None) -> np.ndarray:
+    """Tracks ``[N, T, 2]`` -> displacement maps ``float32 [T, 2, H, W]`` (paper Sec. 3.2).
+
+    Each track's displacement t-1 -> t is splatted at its frame t-1 pixel and spread by a
+    Gaussian normalised to 1 at the centre, so the track's own pixel holds its displacement
+    exactly. Where the spreads of several tracks overlap by more than one full weight, the
+    result is their weight-averaged displacement (it never exceeds any track's motion).
+    Points outside the image are skipped.
+    """
+    tracks = np.asarray(tracks, dtype=np.float64)
+    n, T = tracks.shape[:2] if tracks.size else (0, tracks.shape[1] if tracks.ndim == 3 else 1)
+    sigma = default_sigma(height, width) if sigma is None else float(sigma)
+    num = np.zeros((T, 2, height, width), dtype=np.float32)
+    den = np.zeros((T, height, width), dtype=np.float32)
+    for i in range(n):
+        for t in range(1, T):
+            x, y = tracks[i, t - 1]
+            col, row = int(np.floor(x)), int(np.floor(y))
+            if not (0 <= col < width and 0 <= row < height):
+                continue
+            num[t, :, row, col] += (tracks[i, t] - tracks[i, t - 1]).astype(np.float32)
+            den[t, row, col] += 1.0
+    if sigma > 0:
+        peak = _spread_peak(sigma)
+        num = gaussian_spread(num, sigma) / peak
+        den = gaussian_spread(den, sigma) / peak
+    return (num / np.maximum(den, 1.0)[:, None]).astype(np.float32)
+
+
+def flow_to_maps(flows: np.ndarray) -> np.ndarray:
+    """Dense forward flow ``[T-1, H, W, 2]`` (frame t -> t+1) -> maps ``[T, 2, H, W]`` (stage 1)."""
+    flows = np.asarray(flows, dtype=np.float32)
+    zero = np.zeros((1, 2) + flows.shape[1:3], dtype=np.float32)
+    return np.concatenate([zero, flows.transpose(0, 3, 1, 2)], axis=0)
+
+
+def maps_to_tracks(maps: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Follow points through displacement maps: ``[N, 2]`` starts -> ``[N, T, 2]`` tracks.
+
+    Reads each map at the point's own pixel (the splat location of ``tracks_to_maps``), so
+    ``maps_to_tracks(tracks_to_maps(tr), tr[:, 0])`` recovers well-separated tracks exactly.
+    """
+    maps = np.asarray(maps)
+    T, _, H, W = maps.shape
+    pts = np.asarray(starts, dtype=np.float64).reshape(-1, 2).copy()
+    out = np.zeros((len(pts), T, 2))
+    out[:, 0] = pts
+    for t in range(1, T):
+        cols = np.clip(np.floor(pts[:, 0]).astype(int), 0, W - 1)
+        rows = np.clip(np.floor(pts[:, 1]).astype(int), 0, H - 1)
+        pts = pts + maps[t, :, rows, cols].reshape(len(pts), 2)
+        out[:, t] = pts
+    return out
+
+
+def lookup_flow(flow: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Bilinear lookup of a flow field ``[H, W, 2]`` at ``[N, 2]`` points (pixel-centre convention)."""
+    coords = [points[:, 1] - 0.5, points[:, 0] - 0.5]
+    return np.stack([map_coordinates(flow[..., c], coords, order=1, mode="nearest") for c in (0, 1)], axis=1)
+
+
+def motion_intensity(tracks: np.ndarray) -> np.ndarray:
+    """Total path length of each track ``[N, T, 2]`` -> ``[N]`` (the paper's motion intensity)."""
+    tracks = np.asarray(tracks, dtype=np.float64)
+    return np.linalg.norm(np.diff(tracks, axis=1), axis=-1).sum(axis=1)
+
+
+def sample_tracks(tracks: np.ndarray, max_tracks: int, rng: np.random.Generator, min_tracks: int = 1) -> np.ndarray:
+    """Draw 1..N tracks without replacement, with probability proportional to motion intensity.
+
+    n is uniform in ``[min_tracks, max_tracks]`` (capped at the candidates). A small floor on
+    the weights keeps still tracks (anchors) possible but rare. Paper Sec. 3.2.
+    """
+    tracks = np.asarray(tracks)
+    if len(tracks) == 0:
+        return tracks
+    hi = min(max_tracks, len(tracks))
+    n = int(rng.integers(min(min_tracks, hi), hi + 1))
+    w = motion_intensity(tracks) + 1e-3
+    idx = rng.choice(len(tracks), size=n, replace=False, p=w / w.sum())
+    return tracks[np.sort(idx)]
+
+
+def anchor_grid(height: int, width: int, rng: np.random.Generator | None, interval: float | None = None,
+                jitter: float = 0.5) -> np.ndarray:
+    """Uniform anchor points every ``interval`` px (16 at 256 px, scaled) with random jitter -> ``[N, 2]``."""
+    step = interval or max(2.0, PAPER_GRID * min(height, width) / PAPER_RES)
+    xs = np.arange(step / 2, width, step)
+    ys = np.arange(step / 2, height, step)
+    pts = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+    if rng is not None and jitter > 0:
+        pts = pts + rng.uniform(-jitter * step / 2, jitter * step / 2, size=pts.shape)
+    return np.clip(pts, 0, [width - 1e-3, height - 1e-3])
+
+
+def chain_tracks(flows: np.ndarray, points: np.ndarray, backward: np.ndarray | None = None,
+                 fb_tolerance: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Chain ``[N, 2]`` points through forward flows ``[T-1, H, W, 2]`` -> tracks ``[N, T, 2]``, valid ``[N]``.
+
+    A track is invalid once it leaves the frame or, given backward flows, fails the
+    forward-backward check |p + F(p) + B(p + F(p)) - p| > fb_tolerance + 0.05 |F(p)|.
+    """
+    T1, H, W = flows.shape[:3]
+    pts = np.asarray(points, dtype=np.float64).copy()
+    tracks = np.zeros((len(pts), T1 + 1, 2))
+    tracks[:, 0] = pts
+    valid = np.ones(len(pts), dtype=bool)
+    for t in range(T1):
+        fwd = lookup_flow(flows[t], pts)
+        nxt = pts + fwd
+        if backward is not None:
+            err = np.linalg.norm(nxt + lookup_flow(backward[t], nxt) - pts, axis=1)
+            valid &= err <= fb_tolerance + 0.05 * np.linalg.norm(fwd, axis=1)
+        valid &= (nxt[:, 0] >= 0) & (nxt[:, 0] < W) & (nxt[:, 1] >= 0) & (nxt[:, 1] < H)
+        pts = nxt
+        tracks[:, t + 1] = pts
+    return tracks, valid
+
+
+@dataclass
+class TrajectorySampler:
+    """The paper's Trajectory Sampler (Sec. 3.2): video -> 1..N training trajectories.
+
+    dense optical flow -> jittered uniform anchor grid -> tracks chained through the flow with a
+    forward-backward check -> tracks drawn with probability proportional to motion intensity.
+    """
+
+    max_tracks: int = 8
+    flow: str = "dis"
+    grid_interval: float | None = None  # default: 16 px at 256 px, scaled
+    jitter: float = 0.5
+    fb_tolerance: float = 1.0
+    min_motion: float = 0.5  # px of path length below which a track counts as still
+
+    def candidates(self, frames: np.ndarray, rng: np.random.Generator, progress: bool = False,
+                   flows: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """All valid chained tracks ``[M, T, 2]`` of ``uint8 [T, H, W, 3]`` frames."""
+        from dragnuwa.flow import video_flow
+
+        if len(frames) < 2:
+            raise UserError(f"the Trajectory Sampler needs at least 2 frames, got {len(frames)}")
+        fwd, bwd = flows if flows is not None else (video_flow(frames, self.flow, progress=progress),
+                                                   video_flow(frames[::-1], self.flow)[::-1])
+        H, W = frames.shape[1:3]
+        starts = anchor_grid(H, W, rng, self.grid_interval, self.jitter)
+        tracks, valid = chain_tracks(fwd, starts, bwd, self.fb_tolerance)
+        return tracks[valid]
+
+    def sample(self, frames: np.ndarray, rng: np.random.Generator, progress: bool = False) -> np.ndarray:
+        """1..``max_tracks`` tracks ``[n, T, 2]``, preferring moving ones (motion-weighted)."""
+        cands = self.candidates(frames, rng, progress=progress)
+        moving = cands[motion_intensity(cands) >= self.min_motion]
+        pool = moving if len(moving) else cands
+        if len(pool) == 0:
+            raise UserError("no trackable points: every track left the frame or failed the consistency check")
+        return sample_tracks(pool, self.max_tracks, rng)
+
+
+def run_tracks_command(video: str, out: str, max_tracks: int = 8, flow: str = "dis", viz: str | None = None,
+                       seed: int = 0, size: tuple[int, int] | None = None, max_frames: int | None = None) -> Path:
+    """`dragnuwa tracks`: the Trajectory Sampler on a video -> tracks JSON (+ optional overlay mp4)."""
+    from dragnuwa import video as vio
+    from dragnuwa.flow import get_flow
+    from dragnuwa.tracks_io import TrackSet, save_tracks
+    from dragnuwa.viz import draw_tracks
+
+    get_flow(flow)  # unknown backend: fail before decoding
+    frames, fps = vio.read_video(video, size=size, max_frames=max_frames)
+    tracks = TrajectorySampler(max_tracks=max_tracks, flow=flow).sample(frames, np.random.default_rng(seed),
+                                                                        progress=True)
+    H, W = frames.shape[1:3]
+    save_tracks(out, TrackSet.from_array(tracks, W, H))
+    if viz:
+        vio.write_video(viz, draw_tracks(frames, tracks), fps)
+    return Path(out)

@@ -1,0 +1,174 @@
+"""Video and image I/O: decode with PyAV, resize/crop with OpenCV, write H.264 mp4.
+
+Numpy frames are ``uint8 [T, H, W, 3]`` RGB; model frames are float ``[T, 3, H, W]`` in
+[-1, 1] (DESIGN.md). Everything a user can get wrong (missing, empty, corrupt, zero-frame
+file) raises ``UserError`` with one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+
+from dragnuwa.errors import UserError, atomic_path
+
+
+@dataclass(frozen=True)
+class PointTransform:
+    """Maps pixel coordinates of the source image to the fitted image: ``p' = p * scale + offset``."""
+
+    scale_x: float
+    scale_y: float
+    offset_x: float
+    offset_y: float
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        pts = np.asarray(points, dtype=np.float64)
+        out = pts.copy()
+        out[..., 0] = pts[..., 0] * self.scale_x + self.offset_x
+        out[..., 1] = pts[..., 1] * self.scale_y + self.offset_y
+        return out
+
+    def describe(self) -> str:
+        return (f"points scaled by ({self.scale_x:.4g}, {self.scale_y:.4g}) "
+                f"then shifted by ({self.offset_x:.4g}, {self.offset_y:.4g}) px")
+
+
+def fit_image(img: np.ndarray, size: tuple[int, int], fit: str = "crop") -> tuple[np.ndarray, PointTransform]:
+    """Resize ``img`` (``[H, W, C]``) to ``size=(W, H)``.
+
+    ``crop``: scale to cover, centre-crop; ``pad``: scale to fit, pad with black;
+    ``stretch``: scale each axis. Returns the image and the transform that maps points
+    the same way (pixel centres: a point at pixel centre ``i + 0.5`` stays a pixel centre).
+    """
+    out_w, out_h = int(size[0]), int(size[1])
+    h, w = img.shape[:2]
+    if fit == "stretch":
+        sx, sy = out_w / w, out_h / h
+    elif fit in ("crop", "pad"):
+        s = max(out_w / w, out_h / h) if fit == "crop" else min(out_w / w, out_h / h)
+        sx = sy = s
+    else:
+        raise UserError(f"unknown fit {fit!r}: use crop, pad or stretch")
+    new_w, new_h = max(1, round(w * sx)), max(1, round(h * sy))
+    interp = cv2.INTER_AREA if new_w < w else cv2.INTER_LINEAR
+    resized = cv2.resize(img, (new_w, new_h), interpolation=interp)
+    # Exact per-axis scale after rounding, so points land where the pixels did.
+    sx, sy = new_w / w, new_h / h
+    ox, oy = (out_w - new_w) / 2, (out_h - new_h) / 2
+    ix, iy = int(np.floor(ox)), int(np.floor(oy))
+    canvas = np.zeros((out_h, out_w) + img.shape[2:], dtype=img.dtype)
+    # Paste the resized image at integer offset (ix, iy), clipping both sides.
+    src_x0, src_y0 = max(0, -ix), max(0, -iy)
+    dst_x0, dst_y0 = max(0, ix), max(0, iy)
+    cw, ch = min(new_w - src_x0, out_w - dst_x0), min(new_h - src_y0, out_h - dst_y0)
+    canvas[dst_y0:dst_y0 + ch, dst_x0:dst_x0 + cw] = resized[src_y0:src_y0 + ch, src_x0:src_x0 + cw]
+    return canvas, PointTransform(sx, sy, float(ix), float(iy))
+
+
+def read_video(path: str | Path, size: tuple[int, int] | None = None, max_frames: int | None = None,
+               fit: str = "crop") -> tuple[np.ndarray, float]:
+    """Decode a video file (any container FFmpeg reads) to ``uint8 [T, H, W, 3]`` RGB and its fps.
+
+    ``size=(W, H)`` resizes every frame with :func:`fit_image`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"video not found: {path}")
+    if path.stat().st_size == 0:
+        raise UserError(f"video is empty (0 bytes): {path}")
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise UserError(f"no video stream in {path}")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 8.0)
+            for frame in container.decode(stream):
+                arr = frame.to_ndarray(format="rgb24")
+                if size is not None:
+                    arr = fit_image(arr, size, fit)[0]
+                frames.append(arr)
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except UserError:
+        raise
+    except (av.error.FFmpegError, ValueError, OSError) as e:
+        raise UserError(f"cannot decode video {path}: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if not frames:
+        raise UserError(f"video has no frames: {path}")
+    return np.stack(frames), fps
+
+
+def to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Float frames in [-1, 1] (``[T, 3, H, W]`` or ``[3, H, W]``) -> ``uint8 [T, H, W, 3]`` / ``[H, W, 3]``."""
+    if isinstance(frames, np.ndarray) and frames.dtype == np.uint8:
+        return frames
+    t = torch.as_tensor(frames).detach().float().cpu()
+    t = ((t.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return t.movedim(-3, -1).numpy()
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """``uint8 [T, H, W, 3]`` or ``[H, W, 3]`` -> float ``[T, 3, H, W]`` / ``[3, H, W]`` in [-1, 1]."""
+    t = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1.0
+    return t.movedim(-1, -3).contiguous()
+
+
+def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float = 8.0) -> Path:
+    """Write frames as an H.264 mp4 (yuv420p), atomically. Odd sizes are padded to even."""
+    frames = to_uint8(frames) if not (isinstance(frames, np.ndarray) and frames.dtype == np.uint8) else frames
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"expected uint8 frames [T, H, W, 3] with T > 0, got {frames.shape}")
+    h, w = frames.shape[1:3]
+    pad_h, pad_w = h % 2, w % 2  # yuv420p needs even sizes
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=max(1, round(fps)))
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": "18", "preset": "veryfast"}
+            for arr in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    return path
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image as ``uint8 [H, W, 3]`` RGB.
+
+    RGBA / LA are composited on white, greyscale becomes RGB, 16-bit is scaled to 8-bit,
+    palette images are expanded. A missing file or a non-image raises ``UserError``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if arr.max() > 255 else 255.0
+                arr = np.clip(arr / top * 255.0, 0, 255).round().astype(np.uint8)
+                return np.repeat(arr[..., None], 3, axis=2)
+            if im.mode == "P":
+                im = im.convert("RGBA")
+            if im.mode in ("RGBA", "LA", "PA"):
+                rgba = im.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(white, rgba)
+            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise UserError(f"not a readable image: {path} ({e.__class__.__name__})") from None

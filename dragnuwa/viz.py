@@ -1,0 +1,63 @@
+"""Drawing tracks on frames: colour per track, fading tail, arrow heads, dots for anchors."""
+
+from __future__ import annotations
+
+import colorsys
+
+import cv2
+import numpy as np
+
+
+def track_colors(n: int) -> list[tuple[int, int, int]]:
+    """``n`` well-separated RGB colours (golden-ratio hue steps)."""
+    return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb((0.08 + i * 0.618034) % 1.0, 0.9, 1.0))
+            for i in range(n)]
+
+
+def _pt(p: np.ndarray, shift: int = 4) -> tuple[int, int]:
+    # Sub-pixel drawing: OpenCV takes fixed-point coordinates with `shift` fractional bits.
+    return int(round(p[0] * (1 << shift))), int(round(p[1] * (1 << shift)))
+
+
+def draw_track_image(image: np.ndarray, tracks: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    """The whole of each track drawn on one image (for the UI): polyline, arrow at the end, dot for anchors."""
+    out = image.copy()
+    scale = max(1, round(max(image.shape[:2]) / 256))
+    for track, color in zip(tracks, track_colors(len(tracks))):
+        track = np.asarray(track, dtype=np.float64)
+        still = len(track) == 1 or np.ptp(track, axis=0).max() < 0.5
+        if still:
+            cv2.circle(out, _pt(track[0]), 4 * scale << 4, color, -1, cv2.LINE_AA, shift=4)
+            continue
+        for a, b in zip(track[:-2], track[1:-1]):
+            cv2.line(out, _pt(a), _pt(b), color, 2 * scale, cv2.LINE_AA, shift=4)
+        cv2.arrowedLine(out, _pt(track[-2]), _pt(track[-1]), color, 2 * scale, cv2.LINE_AA, shift=4, tipLength=0.4)
+        cv2.circle(out, _pt(track[0]), 3 * scale << 4, color, -1, cv2.LINE_AA, shift=4)
+    return out
+
+
+def draw_tracks(frames: np.ndarray, tracks: np.ndarray, tail: int = 8) -> np.ndarray:
+    """Overlay ``[N, T, 2]`` tracks on ``uint8 [T, H, W, 3]`` frames: a fading tail of ``tail``
+    frames, an arrow head at the current point, a dot for still (anchor) tracks."""
+    tracks = np.asarray(tracks, dtype=np.float64)
+    colors = track_colors(len(tracks))
+    scale = max(1, round(max(frames.shape[1:3]) / 256))
+    out = frames.copy()
+    for t in range(len(frames)):
+        img = out[t]
+        for track, color in zip(tracks, colors):
+            ti = min(t, track.shape[0] - 1)
+            if np.ptp(track, axis=0).max() < 0.5:
+                cv2.circle(img, _pt(track[ti]), 3 * scale << 4, color, -1, cv2.LINE_AA, shift=4)
+                continue
+            start = max(0, ti - tail)
+            for s in range(start, ti):
+                fade = (s - start + 1) / max(1, ti - start)
+                c = tuple(int(v * fade + 255 * (1 - fade) * 0.3) for v in color)
+                if s == ti - 1:
+                    cv2.arrowedLine(img, _pt(track[s]), _pt(track[ti]), color, scale, cv2.LINE_AA, shift=4,
+                                    tipLength=0.5)
+                else:
+                    cv2.line(img, _pt(track[s]), _pt(track[s + 1]), c, scale, cv2.LINE_AA, shift=4)
+            cv2.circle(img, _pt(track[ti]), 2 * scale << 4, color, -1, cv2.LINE_AA, shift=4)
+    return out
