@@ -1,0 +1,115 @@
+"""Typed model configs and named presets (`tiny` for tests, `small` bundled CPU model, `base` for GPUs).
+
+YAML/JSON is only the serialisation: ``config_to_dict`` / ``config_from_dict`` (which rejects
+unknown keys and wrong types with a ``UserError`` naming the key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from dragnuwa.errors import UserError
+
+
+@dataclass
+class AutoencoderConfig:
+    channels: tuple[int, ...] = (32, 64, 64)  # one stride-2 stage between consecutive entries
+    latent_channels: int = 8
+    scale: float = 1.0  # multiplies latents to ~unit variance (set after autoencoder training)
+
+    @property
+    def factor(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+
+@dataclass
+class UNetConfig:
+    channels: tuple[int, ...] = (64, 128, 192)  # one UNet resolution per entry
+    attention_levels: tuple[int, ...] = (1, 2)  # levels with spatial self-/text cross-/temporal attention
+    heads: int = 4
+    text_dim: int = 384  # MiniLM token states
+    groups: int = 16
+    traj_channels: int = 32  # first stage width of the trajectory encoder
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small"
+    height: int = 64
+    width: int = 64
+    frames: int = 14
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    sigma_data: float = 0.5
+    # Sampling defaults.
+    steps: int = 20
+    sampler: str = "dpmpp_2m"
+    text_guidance: float = 1.5
+    traj_guidance: float = 2.0
+    fps: float = 8.0
+    # Independent condition dropout during training (paper Sec. 3.3), also enabling guidance.
+    p_drop_text: float = 0.1
+    p_drop_image: float = 0.1
+    p_drop_traj: float = 0.1
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(name="tiny", height=32, width=32, frames=4,
+                        autoencoder=AutoencoderConfig(channels=(8, 16, 16), latent_channels=4),
+                        unet=UNetConfig(channels=(16, 32), attention_levels=(1,), heads=2, groups=4,
+                                        traj_channels=8), steps=4),
+    "small": ModelConfig(),
+    "base": ModelConfig(name="base", height=256, width=256, frames=16,
+                        autoencoder=AutoencoderConfig(channels=(64, 128, 256, 256), latent_channels=8),
+                        unet=UNetConfig(channels=(192, 384, 576, 768), attention_levels=(1, 2, 3), heads=8,
+                                        groups=32, traj_channels=64), steps=30),
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    """A fresh copy of a named preset."""
+    if name not in PRESETS:
+        raise UserError(f"unknown model preset {name!r}; available: {', '.join(PRESETS)}")
+    return config_from_dict(config_to_dict(PRESETS[name]))
+
+
+def config_to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _build(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise UserError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(fields)})")
+    kwargs = {}
+    defaults = cls()
+    for name, value in data.items():
+        default = getattr(defaults, name)
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, key)
+        elif isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) for v in value):
+                raise UserError(f"{key}: expected a list of integers, got {value!r}")
+            kwargs[name] = tuple(value)
+        elif isinstance(default, bool) or isinstance(default, str):
+            if not isinstance(value, type(default)):
+                raise UserError(f"{key}: expected {type(default).__name__}, got {value!r}")
+            kwargs[name] = value
+        elif isinstance(default, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                    isinstance(default, int) and not isinstance(value, int)):
+                raise UserError(f"{key}: expected {type(default).__name__}, got {value!r}")
+            kwargs[name] = type(default)(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> ModelConfig:
+    """Rebuild a ``ModelConfig`` from its dict form (validated)."""
+    return _build(ModelConfig, data, "model")

@@ -1,0 +1,121 @@
+"""The DragNUWA network F (raw, before EDM preconditioning), its conditions, and weight files.
+
+``DragNUWA.forward(x_in, c_noise, cond)`` fuses the three controls (paper Sec. 3.3): the text
+tokens by cross-attention, the first-frame latent concatenated on every frame, and the
+displacement maps through the trajectory encoder into every UNet resolution.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from dragnuwa.errors import UserError, atomic_path
+from dragnuwa.models.autoencoder import Autoencoder
+from dragnuwa.models.config import ModelConfig, config_from_dict, config_to_dict
+from dragnuwa.models.trajectory_encoder import TrajectoryEncoder
+from dragnuwa.models.unet import VideoUNet
+
+
+@dataclass
+class Cond:
+    """The three controls for a batch: text tokens ``[B, L, D]`` + mask ``[B, L]``, the first-frame
+    latent ``[B, C, h, w]`` and displacement maps ``[B, T, 2, H, W]`` (pixels)."""
+
+    text: torch.Tensor
+    text_mask: torch.Tensor
+    image: torch.Tensor
+    maps: torch.Tensor
+
+    def drop(self, keep_text: torch.Tensor, keep_image: torch.Tensor, keep_traj: torch.Tensor) -> "Cond":
+        """Zero the dropped conditions (bool ``[B]`` masks, True = keep). Used for training
+        dropout (~10% each, independent) and as the null condition of guidance."""
+        def m(x, keep):
+            return x * keep.to(x.dtype).view(-1, *([1] * (x.ndim - 1)))
+        return Cond(m(self.text, keep_text), self.text_mask & keep_text[:, None], m(self.image, keep_image),
+                    m(self.maps, keep_traj))
+
+    @staticmethod
+    def cat(conds: list["Cond"]) -> "Cond":
+        return Cond(*(torch.cat([getattr(c, f) for c in conds]) for f in ("text", "text_mask", "image", "maps")))
+
+    def to(self, device) -> "Cond":
+        return Cond(self.text.to(device), self.text_mask.to(device), self.image.to(device), self.maps.to(device))
+
+    def __len__(self) -> int:
+        return self.text.shape[0]
+
+
+class DragNUWA(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.autoencoder = Autoencoder(cfg.autoencoder)
+        self.trajectory_encoder = TrajectoryEncoder(cfg)
+        self.unet = VideoUNet(cfg)
+
+    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond: Cond) -> torch.Tensor:
+        """The network F of EDM: ``x_in [B, T, C, h, w]``, ``c_noise [B]`` -> ``[B, T, C, h, w]``."""
+        b, t = x_in.shape[:2]
+        image = cond.image[:, None].expand(-1, t, -1, -1, -1)
+        x = rearrange(torch.cat([x_in, image], dim=2), "b t c h w -> (b t) c h w")
+        traj = self.trajectory_encoder(cond.maps)
+        # A zero token that is always attended keeps cross-attention defined for the null prompt.
+        pad = torch.zeros_like(cond.text[:, :1])
+        text = torch.cat([pad, cond.text], dim=1)
+        mask = torch.cat([torch.ones_like(cond.text_mask[:, :1]), cond.text_mask], dim=1)
+        out = self.unet(x, c_noise, t, text, mask, traj)
+        return rearrange(out, "(b t) c h w -> b t c h w", b=b)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        f = self.cfg.autoencoder.factor
+        return self.cfg.autoencoder.latent_channels, self.cfg.height // f, self.cfg.width // f
+
+
+def save_model(path: str | Path, model: DragNUWA, half: bool = False, extra: dict | None = None) -> Path:
+    """Write the weights as safetensors (config JSON in the metadata), atomically."""
+    from safetensors.torch import save_file
+
+    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
+             for k, v in model.state_dict().items()}
+    meta = {"format": "dragnuwa", "config": json.dumps(config_to_dict(model.cfg)), "extra": json.dumps(extra or {})}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def load_model(path: str | Path, cfg: ModelConfig | None = None) -> DragNUWA:
+    """Read a model file written by ``save_model``; the model is in eval mode, fp32.
+
+    Missing, corrupt or mismatching files raise ``UserError`` with one line.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"corrupt model file {path}: {str(e).splitlines()[0][:120]}") from None
+    if cfg is None:
+        if meta.get("format") != "dragnuwa" or "config" not in meta:
+            raise UserError(f"{path} is not a dragnuwa model file (no config in its metadata)")
+        cfg = config_from_dict(json.loads(meta["config"]))
+    model = DragNUWA(cfg)
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as e:
+        first = [line.strip() for line in str(e).splitlines() if line.strip()][1:2] or [str(e)[:120]]
+        raise UserError(f"model file {path} does not match the config: {first[0][:160]}") from None
+    return model.eval()

@@ -1,0 +1,125 @@
+"""Training the frame autoencoder on procedural frames and real-photo crops.
+
+The autoencoder is trained alone (reconstruction loss), then frozen for video training.
+After training, ``scale`` is set to 1 / std of the latents so diffusion sees ~unit variance.
+The result is a model file (`save_model`) whose ``autoencoder.*`` weights later runs load.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dragnuwa.errors import UserError, atomic_write_text
+from dragnuwa.training.config import AutoencoderTrainConfig, load_config, to_yaml
+
+HELD_OUT_SEED = 2_000_000  # procedural seeds for the PSNR check, never used in training
+
+
+def frame_batch(rng: np.random.Generator, n: int, size: tuple[int, int], photo_fraction: float,
+                first_seed: int = 0) -> torch.Tensor:
+    """``n`` frames ``[n, 3, H, W]`` in [-1, 1]: random frames of random procedural clips, some photo crops."""
+    import cv2
+
+    from dragnuwa.data.synthetic import PHOTOS, _photo, render_clip
+    from dragnuwa.video import to_tensor
+
+    out = []
+    for _ in range(n):
+        if rng.random() < photo_fraction:
+            img = _photo(list(PHOTOS)[rng.integers(len(PHOTOS))])
+            c = int(min(img.shape[:2]) * rng.uniform(0.15, 1.0))
+            y, x = rng.integers(0, img.shape[0] - c + 1), rng.integers(0, img.shape[1] - c + 1)
+            out.append(cv2.resize(img[y:y + c, x:x + c], size, interpolation=cv2.INTER_AREA))
+        else:
+            clip = render_clip(first_seed + int(rng.integers(0, 900_000)), 2, size)
+            out.append(clip.frames[int(rng.integers(0, 2))])
+    return to_tensor(np.stack(out))
+
+
+def held_out_psnr(ae, size: tuple[int, int], n: int = 64) -> float:
+    """PSNR (dB) on frames of held-out procedural clips."""
+    from dragnuwa.data.synthetic import render_clip
+    from dragnuwa.models.autoencoder import psnr
+    from dragnuwa.video import to_tensor
+
+    frames = to_tensor(np.stack([render_clip(HELD_OUT_SEED + i, 2, size).frames[1] for i in range(n)]))
+    with torch.no_grad():
+        return psnr(ae(frames), frames)
+
+
+def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path:
+    from dragnuwa.models.autoencoder import reconstruction_loss
+    from dragnuwa.models.config import get_preset
+    from dragnuwa.models.dragnuwa import DragNUWA, load_model, save_model
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", to_yaml(cfg))
+    model = DragNUWA(get_preset(cfg.model))
+    ae = model.autoencoder
+    size = (model.cfg.width, model.cfg.height)
+    opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
+    step = 0
+    ckpt = out / "checkpoint.pt"
+    if resume:
+        if not ckpt.is_file():
+            raise UserError(f"no autoencoder checkpoint to resume in {out}")
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        ae.load_state_dict(state["ae"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
+        step = state["step"]
+    log = out / "log.jsonl"
+    bar = tqdm(total=cfg.steps, initial=step, desc="autoencoder", unit="step")
+    t0 = time.time()
+    while step < cfg.steps:
+        rng = np.random.default_rng([cfg.seed, step])
+        x = frame_batch(rng, cfg.batch_size, size, cfg.photo_fraction)
+        loss = reconstruction_loss(ae(x), x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % cfg.log_every == 0:
+            with open(log, "a") as fh:
+                fh.write(json.dumps({"step": step, "loss": loss.item(), "sec": time.time() - t0}) + "\n")
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            from dragnuwa.errors import atomic_path
+
+            with atomic_path(ckpt) as tmp:
+                torch.save({"ae": ae.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                            "step": step}, tmp)
+    bar.close()
+    # Latent scale for unit variance (stored in the config and the buffer).
+    with torch.no_grad():
+        z = ae.encoder(frame_batch(np.random.default_rng(123), 64, size, 0.0))
+        scale = float(1.0 / z.std())
+    ae.scale.fill_(scale)
+    model.cfg.autoencoder.scale = scale
+    value = held_out_psnr(ae, size)
+    final = save_model(out / "model.safetensors", model, extra={"psnr_held_out": value, "steps": step})
+    atomic_write_text(out / "metrics.json", json.dumps({"psnr_held_out_db": value, "latent_scale": scale,
+                                                        "steps": step}) + "\n")
+    print(f"autoencoder: held-out PSNR {value:.2f} dB, latent scale {scale:.3f}")
+    load_model(final)  # fail now, not later, if the file does not round-trip
+    return final
+
+
+def train_autoencoder_from_config(config_path, resume=False, max_steps=None, out_dir=None) -> Path:
+    """`dragnuwa train-autoencoder`."""
+    cfg = load_config(config_path, AutoencoderTrainConfig)
+    if max_steps is not None:
+        cfg.steps = max_steps
+    if out_dir is not None:
+        cfg.out_dir = out_dir
+    path = train_autoencoder(cfg, resume=resume)
+    print(path)
+    return path

@@ -1,0 +1,72 @@
+"""Atomic checkpoints: weights (safetensors, via save_model) + optimizer/RNG state (.pt).
+
+A run folder holds ``checkpoint/model.safetensors``, ``checkpoint/ema.safetensors`` and
+``checkpoint/state.pt``; ``state.pt`` is written last, so a checkpoint is complete iff it exists
+and names the same step as the weights' metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dragnuwa.errors import UserError, atomic_path
+from dragnuwa.models.dragnuwa import load_model, save_model
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def save_checkpoint(folder: Path, model, ema_model, optimizer, scheduler, step: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(folder / "model.safetensors", model, extra={"step": step})
+    save_model(folder / "ema.safetensors", ema_model, extra={"step": step})
+    with atomic_path(folder / "state.pt") as tmp:
+        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": rng_state()}, tmp)
+
+
+def load_checkpoint(folder: Path, model, ema_model, optimizer, scheduler) -> int:
+    """Restore everything saved by ``save_checkpoint``; returns the step to continue from."""
+    state_path = folder / "state.pt"
+    if not state_path.is_file():
+        raise UserError(f"no checkpoint to resume in {folder} (missing state.pt)")
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises several types for a damaged pickle
+        raise UserError(f"corrupt checkpoint state {state_path}: {e.__class__.__name__}") from None
+    for target, name in ((model, "model.safetensors"), (ema_model, "ema.safetensors")):
+        loaded = load_model(folder / name, cfg=target.cfg)
+        target.load_state_dict(loaded.state_dict())
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return int(state["step"])
+
+
+def load_weights_into(model, path: str | Path, prefix: str = "") -> None:
+    """Copy weights from a model file into ``model`` (only keys starting with ``prefix``)."""
+    src = load_model(path)
+    if json.dumps(src.cfg.autoencoder.__dict__, default=str) != json.dumps(model.cfg.autoencoder.__dict__, default=str) \
+            and prefix.startswith("autoencoder"):
+        # The scale is learned with the autoencoder; everything else must match.
+        model.cfg.autoencoder.scale = src.cfg.autoencoder.scale
+    state = {k: v for k, v in src.state_dict().items() if k.startswith(prefix)}
+    try:
+        missing = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise UserError(f"{path} does not match the model: {str(e).splitlines()[-1].strip()[:160]}") from None
+    wrong = [k for k in state if k in missing.unexpected_keys]
+    if wrong:
+        raise UserError(f"{path} does not match the model: unexpected key {wrong[0]}")

@@ -1,0 +1,110 @@
+"""Training configs: typed dataclasses; YAML is only their serialisation."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from dragnuwa.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # "synthetic" (rendered on the fly) or "folder" (dragnuwa synth output)
+    root: str = ""
+    first_seed: int = 0  # training seeds start here; evaluation uses seeds >= 1_000_000
+    count: int = 900_000
+    max_tracks: int = 8
+
+
+@dataclass
+class TrainConfig:
+    model: str = "small"  # preset name
+    stage: int = 1  # 1: dense flow maps, 2: sparse sampled tracks (paper Sec. 3.4)
+    autoencoder: str = ""  # model file whose trained autoencoder weights are used (frozen)
+    init: str = ""  # model file to start from (stage 2 from stage 1)
+    data: DataConfig = field(default_factory=DataConfig)
+    steps: int = 1000
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 2e-4
+    warmup: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    mixed_precision: str = "bf16"  # "no" or "bf16"
+    ckpt_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    out_dir: str = "runs/train"
+
+
+@dataclass
+class AutoencoderTrainConfig:
+    model: str = "small"
+    steps: int = 1500
+    batch_size: int = 16
+    lr: float = 1e-3
+    photo_fraction: float = 0.25  # share of real-photo crops among training frames
+    ckpt_every: int = 250
+    log_every: int = 25
+    seed: int = 0
+    out_dir: str = "runs/autoencoder"
+
+
+def _from_dict(cls, data, where: str):
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise UserError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(fields)})")
+    defaults, kwargs = cls(), {}
+    for k, v in data.items():
+        d = getattr(defaults, k)
+        key = f"{where}.{k}"
+        if dataclasses.is_dataclass(d):
+            kwargs[k] = _from_dict(type(d), v, key)
+        elif isinstance(d, float) and isinstance(v, int) and not isinstance(v, bool):
+            kwargs[k] = float(v)
+        elif type(v) is not type(d):
+            raise UserError(f"{key}: expected {type(d).__name__}, got {v!r}")
+        else:
+            kwargs[k] = v
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path, cls=TrainConfig):
+    """Read a YAML config into ``cls``; a missing file, bad YAML, unknown key or bad value -> UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    cfg = _from_dict(cls, data, path.name)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg) -> None:
+    if isinstance(cfg, TrainConfig):
+        if cfg.stage not in (1, 2):
+            raise UserError(f"stage must be 1 or 2, got {cfg.stage}")
+        if cfg.mixed_precision not in ("no", "bf16"):
+            raise UserError(f"mixed_precision must be 'no' or 'bf16', got {cfg.mixed_precision!r}")
+        if cfg.data.source not in ("synthetic", "folder"):
+            raise UserError(f"data.source must be 'synthetic' or 'folder', got {cfg.data.source!r}")
+    for name in ("steps", "batch_size"):
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"{name} must be positive, got {getattr(cfg, name)}")
+    if cfg.lr <= 0:
+        raise UserError(f"lr must be positive, got {cfg.lr}")
+
+
+def to_yaml(cfg) -> str:
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
