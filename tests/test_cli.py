@@ -1,0 +1,53 @@
+"""The command line end to end: real subprocesses, exit codes, one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+
+def run(*args, cwd=None):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "dragnuwa.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=300)
+
+
+def test_synth_then_tracks_with_overlay(tmp_path):
+    r = run("synth", str(tmp_path / "clips"), "--count", "1", "--frames", "8", "--size", "128", "--seed", "5")
+    assert r.returncode == 0, r.stderr
+    video = next((tmp_path / "clips").glob("*.mp4"))
+    r = run("tracks", str(video), "--out", str(tmp_path / "t.json"), "--max-tracks", "4",
+            "--viz", str(tmp_path / "viz.mp4"))
+    assert r.returncode == 0, r.stderr
+    obj = json.loads((tmp_path / "t.json").read_text())
+    assert obj["width"] == 128 and 1 <= len(obj["tracks"]) <= 4 and all(len(t) == 8 for t in obj["tracks"])
+    from dragnuwa.video import read_video
+
+    frames, _ = read_video(tmp_path / "viz.mp4")
+    assert frames.shape == (8, 128, 128, 3)
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path):
+    (tmp_path / "corrupt.mp4").write_bytes(os.urandom(2000))
+    cases = [
+        ("tracks", str(tmp_path / "corrupt.mp4"), "--out", str(tmp_path / "t.json")),
+        ("tracks", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "t.json")),
+        ("tracks", str(tmp_path / "corrupt.mp4"), "--out", str(tmp_path / "t.json"), "--flow", "nope"),
+        ("synth", str(tmp_path / "x"), "--frames", "1"),
+    ]
+    for args in cases:
+        r = run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "error:" in lines[0] and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_existing_output_survives_a_failed_run(tmp_path):
+    out = tmp_path / "t.json"
+    out.write_text("keep me")
+    (tmp_path / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(500))
+    r = run("tracks", str(tmp_path / "corrupt.mp4"), "--out", str(out))
+    assert r.returncode == 2 and out.read_text() == "keep me"

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from dragnuwa.errors import UserError
+from dragnuwa.video import fit_image, load_image, read_video, to_tensor, to_uint8, write_video
+
+
+def _gradient_frames(T=8, H=48, W=64):
+    yy, xx = np.mgrid[0:H, 0:W]
+    return np.stack([np.stack([(xx * 4 + t * 8) % 256, yy * 5 % 256, np.full_like(xx, 100)], -1)
+                     for t in range(T)]).astype(np.uint8)
+
+
+def test_write_read_round_trip(tmp_path):
+    frames = _gradient_frames()
+    path = write_video(tmp_path / "v.mp4", frames, fps=8)
+    back, fps = read_video(path)
+    assert back.shape == frames.shape and fps == 8
+    mse = np.mean((back.astype(float) - frames) ** 2)
+    assert 10 * np.log10(255 ** 2 / mse) > 30
+
+
+def test_odd_size_is_padded_and_resize_on_read(tmp_path):
+    path = write_video(tmp_path / "odd.mp4", _gradient_frames(3, 31, 45))
+    back, _ = read_video(path, size=(32, 16))
+    assert back.shape == (3, 16, 32, 3)
+
+
+@pytest.mark.parametrize("fit", ["crop", "pad", "stretch"])
+def test_fit_image_maps_points_like_pixels(fit):
+    img = np.zeros((90, 160, 3), np.uint8)
+    img[30:34, 100:104] = 255  # a 4x4 bright block centred at (102, 32)
+    out, tr = fit_image(img, (64, 64), fit)
+    assert out.shape == (64, 64, 3)
+    ys, xs = np.nonzero(out[..., 0] > 60)
+    centre = np.array([xs.mean() + 0.5, ys.mean() + 0.5])
+    assert np.abs(tr.apply(np.array([102.0, 32.0])) - centre).max() < 0.75
+
+
+def test_tensor_conversion_round_trip():
+    frames = _gradient_frames(2, 8, 8)
+    t = to_tensor(frames)
+    assert t.shape == (2, 3, 8, 8) and -1 <= t.min() and t.max() <= 1
+    assert np.array_equal(to_uint8(t), frames)
+
+
+def test_bad_videos(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        read_video(tmp_path / "missing.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(UserError, match="empty"):
+        read_video(tmp_path / "empty.mp4")
+    (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    with pytest.raises(UserError, match="cannot decode|no video|no frames"):
+        read_video(tmp_path / "corrupt.mp4")
+
+
+def test_load_image_variants(tmp_path):
+    rgba = np.zeros((10, 12, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:5, :, 3] = 255  # top half opaque red, bottom transparent -> white
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    img = load_image(tmp_path / "a.png")
+    assert img.shape == (10, 12, 3)
+    assert tuple(img[0, 0]) == (200, 0, 0) and tuple(img[-1, -1]) == (255, 255, 255)
+    grey16 = (np.arange(120).reshape(10, 12) * 500).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "g16.png")
+    g = load_image(tmp_path / "g16.png")
+    assert g.shape == (10, 12, 3) and g.dtype == np.uint8 and g[-1, -1, 0] > 200 and g[0, 0, 0] == 0
+    (tmp_path / "not.png").write_text("hello")
+    with pytest.raises(UserError, match="not a readable image"):
+        load_image(tmp_path / "not.png")
+    with pytest.raises(UserError, match="not found"):
+        load_image(tmp_path / "nope.png")
