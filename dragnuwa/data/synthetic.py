@@ -80,7 +80,8 @@ def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
         m = (np.cos(a) * xx + np.sin(a) * yy)
         m = (m - m.min()) / (np.ptp(m) + 1e-6)
         # Faint noise so the flow is observable everywhere.
-        m = np.clip(m + rng.normal(0, 0.04, m.shape).astype(np.float32), 0, 1)
+        grain = np.random.default_rng(int(rng.integers(2 ** 32))).normal(0, 0.04, m.shape).astype(np.float32)
+        m = np.clip(m + grain, 0, 1)
         words = "a smooth gradient"
     elif kind == "checkerboard":
         n = rng.integers(6, 14)
@@ -91,7 +92,10 @@ def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
         m = (np.sin((np.cos(a) * xx + np.sin(a) * yy) * n * 2 * np.pi) > 0).astype(np.float32)
         words = "a striped background"
     else:
-        m = cv2.GaussianBlur(rng.random((size, size)).astype(np.float32), (0, 0), size / 64)
+        # A child generator: the parent's draws stay the same at every size, so a seed is the
+        # same scene at any resolution.
+        noise = np.random.default_rng(int(rng.integers(2 ** 32))).random((size, size)).astype(np.float32)
+        m = cv2.GaussianBlur(noise, (0, 0), size / 64)
         m = (m - m.min()) / (np.ptp(m) + 1e-6)
         words = "a noise texture"
     img = c1[None, None] * (1 - m[..., None]) + c2[None, None] * m[..., None]
@@ -209,7 +213,8 @@ def render_clip(seed: int, frames: int = 16, size: tuple[int, int] = (256, 256))
             obj["motion"] = "moves " + _direction_words(*d)
         else:
             obj["moving"], obj["motion"] = False, "stays still"
-        parts.append(f"a {obj['color']} {obj['shape']} {obj['motion']}")
+        article = "an" if obj["color"][0] in "aeiou" else "a"
+        parts.append(f"{article} {obj['color']} {obj['shape']} {obj['motion']}")
     caption = "; ".join(parts) + f" on {bg_words}"
     if "words" in camera:
         caption += f" while {camera['words']}"

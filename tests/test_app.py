@@ -1,0 +1,75 @@
+"""The web UI driven through its API with gradio_client on 127.0.0.1 (tiny random model)."""
+
+import json
+import socket
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dragnuwa import app as app_mod
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    from dragnuwa.models.config import get_preset
+    from dragnuwa.models.dragnuwa import DragNUWA
+
+    torch.manual_seed(0)
+    port = _free_port()
+    demo = app_mod.launch(host="127.0.0.1", port=port, model=DragNUWA(get_preset("tiny")), block=False)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_generation_with_two_tracks_returns_playable_mp4(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from dragnuwa.video import read_video
+
+    img = tmp_path / "img.png"
+    Image.fromarray((np.random.default_rng(0).random((48, 80, 3)) * 255).astype(np.uint8)).save(img)
+    tracks = {"width": 80, "height": 48, "tracks": [[[10, 10], [30, 20], [50, 25]], [[60, 40]]]}
+    client = Client(server, verbose=False)
+    video, tpath = client.predict(handle_file(str(img)), json.dumps(tracks), "a red circle", 5, 2, 0, 1.5, 2.0,
+                                  api_name="/generate")
+    frames, _ = read_video(video)
+    assert frames.shape == (5, 32, 32, 3)
+    assert json.loads(open(tpath).read())["tracks"][1] == [[60, 40]]
+
+    # A bad upload gives a clear error and the app keeps serving.
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    with pytest.raises(Exception, match="not a readable image"):
+        client.predict(handle_file(str(bad)), json.dumps(tracks), "", 4, 1, 0, 1.0, 1.0, api_name="/generate")
+    with pytest.raises(Exception, match="track 0, point 1: x=500"):
+        client.predict(handle_file(str(img)), json.dumps({"width": 80, "height": 48, "tracks": [[[1, 1], [500, 1]]]}),
+                       "", 4, 1, 0, 1.0, 1.0, api_name="/generate")
+    video2, _ = client.predict(handle_file(str(img)), json.dumps(tracks), "", 4, 1, 0, 1.0, 1.0,
+                               api_name="/generate")
+    assert read_video(video2)[0].shape[0] == 4
+
+
+def test_click_editing_state_machine():
+    state, canvas, _ = app_mod.on_upload(np.zeros((40, 60, 3), np.uint8), None)
+    for x, y in [(5, 5), (20, 10)]:
+        state, canvas, _ = app_mod.on_click(state, x, y)
+    state, _, msg = app_mod.on_click(state, 500, 5)  # out of range: ignored, no crash
+    assert "Ignored" in msg and state["tracks"] == [[[5.0, 5.0], [20.0, 10.0]]]
+    state, _, _ = app_mod.on_new_track(state)
+    state, canvas, msg = app_mod.on_click(state, 30, 30)
+    assert "anchor" in msg and canvas.shape == (40, 60, 3) and canvas.any()
+    assert app_mod.tracks_json(state)["tracks"] == [[[5.0, 5.0], [20.0, 10.0]], [[30.0, 30.0]]]
+    state, _, _ = app_mod.on_undo_point(state)
+    state, _, _ = app_mod.on_delete_track(state)
+    assert app_mod.tracks_json(state)["tracks"] == []
+    state, _, _ = app_mod.on_click(state, 1, 1)
+    state, _, _ = app_mod.on_reset(state)
+    assert app_mod.tracks_json(state)["tracks"] == []
