@@ -179,17 +179,22 @@ def build_app(model="bundled"):
         video, _, tpath = run_generation(pipe, image, tracks, text, frames, steps, seed, guidance, traj_guidance)
         return video, tpath
 
+    # Open on the bundled demo example, so a first visitor sees an image with tracks to try.
+    first, first_prompt = _empty_state(), ""
+    if "demo" in list_examples():
+        first, _, _, first_prompt = pick_example("demo", first)
+
     with gr.Blocks(title="dragnuwa") as demo:
         gr.Markdown("# dragnuwa — drag to animate\nText (what) + image (where) + trajectories (how it moves). "
                     + HELP)
-        state = gr.State(_empty_state())
+        state = gr.State(first)
         with gr.Row():
             with gr.Column():
                 upload = gr.Image(label="Upload image", type="numpy", sources=["upload"], height=220)
                 examples = gr.Dropdown(choices=list_examples(), label="or pick an example", value=None)
-                canvas = gr.Image(label="Click to draw tracks", type="numpy", interactive=False,
-                                  elem_id="canvas")
-                status = gr.Markdown(_summary(_empty_state()))
+                canvas = gr.Image(value=_render(first), label="Click to draw tracks", type="numpy",
+                                  interactive=False, elem_id="canvas")
+                status = gr.Markdown(_summary(first))
                 with gr.Row():
                     new_track = gr.Button("New track")
                     undo = gr.Button("Undo point")
@@ -197,7 +202,8 @@ def build_app(model="bundled"):
                     reset = gr.Button("Reset")
                 tracks_file = gr.File(label="Upload tracks JSON", file_types=[".json"])
             with gr.Column():
-                text = gr.Textbox(label="Prompt", placeholder="a red circle moves to the right on a brick wall")
+                text = gr.Textbox(value=first_prompt, label="Prompt",
+                                  placeholder="a red circle moves to the right on a brick wall")
                 with gr.Row():
                     frames = gr.Slider(2, 4 * cfg.frames, value=cfg.frames, step=1, label="Frames")
                     steps = gr.Slider(1, 100, value=cfg.steps, step=1, label="Steps")

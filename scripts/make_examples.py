@@ -88,7 +88,7 @@ def main() -> None:
         t = c.tracks[0]
         chord = np.linalg.norm(t[-1] - t[0])
         length = np.linalg.norm(np.diff(t, axis=0), axis=1).sum()
-        return chord > 0.2 * S and length > 1.15 * chord
+        return chord > 0.2 * S and length > 1.06 * chord
     c = find(curved, T, S, FIRST + 1000)
     write(out, "curved_path", c, [clicks(c.tracks[0], 7)], c.caption, S)
 

@@ -1,0 +1,125 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dragnuwa.errors import UserError
+from dragnuwa.tracks_io import TrackSet
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from dragnuwa.models.config import get_preset
+    from dragnuwa.models.dragnuwa import DragNUWA
+    from dragnuwa.pipeline import Pipeline
+
+    torch.manual_seed(0)
+    return Pipeline(DragNUWA(get_preset("tiny")))
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory, pipe):
+    from dragnuwa.models.dragnuwa import save_model
+
+    return save_model(tmp_path_factory.mktemp("m") / "tiny.safetensors", pipe.model)
+
+
+def _img(h=40, w=64, seed=0):
+    return (np.random.default_rng(seed).random((h, w, 3)) * 255).astype(np.uint8)
+
+
+def test_same_seed_same_video_and_seed_changes_it(pipe):
+    ts = TrackSet(64, 40, [np.array([[10.0, 10.0], [30.0, 20.0]])])
+    a = pipe.generate(_img(), ts, "a red circle", seed=3, show_progress=False)
+    b = pipe.generate(_img(), ts, "a red circle", seed=3, show_progress=False)
+    c = pipe.generate(_img(), ts, "a red circle", seed=4, show_progress=False)
+    assert a.frames.shape == (4, 32, 32, 3)
+    assert np.array_equal(a.frames, b.frames) and not np.array_equal(a.frames, c.frames)
+
+
+def test_points_are_mapped_like_the_image(pipe):
+    # 64x40 image, crop to 32x32: scale 0.8 (rounded per axis), centre crop of x.
+    ts = TrackSet(64, 40, [np.array([[32.0, 20.0], [40.0, 20.0]])])
+    res = pipe.generate(_img(), ts, "", frames=3, steps=1, show_progress=False)
+    assert np.allclose(res.tracks[0, 0], [16.0, 16.0], atol=0.3)
+    assert res.tracks[0, -1, 0] - res.tracks[0, 0, 0] == pytest.approx(8 * 51 / 64, abs=0.05)
+    assert res.maps.shape == (3, 2, 32, 32) and res.maps[1, 0, 16, 16] > 0
+    assert "scaled" in res.info["point_mapping"]
+
+
+def test_image_variants_are_accepted(pipe, tmp_path):
+    rgba = np.zeros((40, 64, 4), np.uint8)
+    rgba[..., 3] = 128
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray((np.arange(64 * 40).reshape(40, 64) * 20).astype(np.uint16)).save(tmp_path / "g16.png")
+    Image.fromarray(_img()[..., 0]).save(tmp_path / "grey.png")
+    for name in ("rgba.png", "g16.png", "grey.png"):
+        res = pipe.generate(str(tmp_path / name), None, "", frames=2, steps=1, show_progress=False)
+        assert res.frames.shape == (2, 32, 32, 3)
+
+
+def test_dense_motion_input(pipe):
+    flow = np.zeros((3, 20, 20, 2), np.float32)
+    flow[..., 0] = 2.0
+    res = pipe.generate(_img(), flow=flow, frames=4, steps=1, show_progress=False)
+    assert res.maps.shape == (4, 2, 32, 32) and res.maps[1, 0].mean() == pytest.approx(2.0 * 32 / 20, rel=1e-3)
+    with pytest.raises(UserError, match="frames"):
+        pipe.generate(_img(), flow=flow, frames=6, steps=1, show_progress=False)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(frames=1), "frames must be between 2 and 16"),
+    (dict(frames=1000), "frames must be between 2 and 16"),
+    (dict(steps=0), "steps must be between"),
+    (dict(guidance=float("nan")), "guidance must be a number"),
+    (dict(tracks=TrackSet(64, 40, [np.array([[1.0, 1.0]]), np.array([[1.0, 1.0], [70.0, 5.0]])])), None),
+])
+def test_bad_arguments(pipe, kwargs, message):
+    from dragnuwa.tracks_io import parse_tracks
+
+    if message is None:  # a point outside the image in a JSON file is rejected when parsed
+        with pytest.raises(UserError, match="track 1, point 1: x=70 is outside the image width 64"):
+            parse_tracks({"width": 64, "height": 40, "tracks": [[[1, 1]], [[1, 1], [70, 5]]]})
+        return
+    with pytest.raises(UserError, match=message):
+        pipe.generate(_img(), kwargs.pop("tracks", None), "", show_progress=False, **kwargs)
+
+
+def _cli(*args):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "dragnuwa.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_generate_cli_end_to_end_and_bad_input(tmp_path, tiny_model_file):
+    img = tmp_path / "img.png"
+    Image.fromarray(_img(90, 160)).save(img)
+    (tmp_path / "t.json").write_text('{"width": 160, "height": 90, "tracks": [[[20, 20], [60, 40]], [[100, 50]]]}')
+    out = tmp_path / "out.mp4"
+    r = _cli("generate", "--image", str(img), "--tracks", str(tmp_path / "t.json"), "--text", "a cat",
+             "--out", str(out), "--model", str(tiny_model_file), "--steps", "2", "--overlay", str(tmp_path / "o.mp4"))
+    assert r.returncode == 0, r.stderr
+    from dragnuwa.video import read_video
+
+    assert read_video(out)[0].shape == (4, 32, 32, 3) and (tmp_path / "o.mp4").is_file()
+    (tmp_path / "bad.json").write_text('{"width": 160, "height": 90, "tracks": [[[20, 20], [200, 40]]]}')
+    (tmp_path / "notimg.png").write_text("text")
+    cases = [
+        ("--image", str(tmp_path / "missing.png"), "--tracks", str(tmp_path / "t.json")),
+        ("--image", str(tmp_path / "notimg.png"), "--tracks", str(tmp_path / "t.json")),
+        ("--image", str(img), "--tracks", str(tmp_path / "bad.json")),
+        ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--frames", "999"),
+        ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--model", str(tmp_path / "nope.safetensors")),
+    ]
+    for args in cases:
+        target = tmp_path / "new.mp4"
+        r = _cli("generate", *args, "--out", str(target), "--model", str(tiny_model_file)) if "--model" not in args \
+            else _cli("generate", *args, "--out", str(target))
+        lines = [line for line in r.stderr.splitlines() if line.strip() and "Loading" not in line]
+        assert r.returncode == 2 and len(lines) == 1 and "error:" in lines[0], (args, r.stderr)
+        assert not target.exists()
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left behind
