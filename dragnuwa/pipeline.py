@@ -99,8 +99,13 @@ class Pipeline:
     def generate(self, image, tracks=None, text: str = "", frames: int | None = None, steps: int | None = None,
                  seed: int = 0, guidance: float | None = None, traj_guidance: float | None = None, flow=None,
                  fit: str = "crop", progress: Callable[[int, int], None] | None = None,
-                 sampler: str | None = None, show_progress: bool = True) -> GenerationResult:
-        """Generate a video (paper Sec. 3: text + image + trajectory). Same seed, same video."""
+                 sampler: str | None = None, show_progress: bool = True, drop: tuple[str, ...] = (),
+                 paste_first: bool = True) -> GenerationResult:
+        """Generate a video (paper Sec. 3: text + image + trajectory). Same seed, same video.
+
+        ``drop`` names conditions replaced by the null condition ("text", "image", "traj"), for
+        ablations; ``paste_first=False`` keeps the decoded first frame instead of the given image.
+        """
         from dragnuwa.diffusion.guidance import MultiCondGuider
         from dragnuwa.diffusion.preconditioning import EDMDenoiser
         from dragnuwa.diffusion.samplers import get_sampler
@@ -136,6 +141,11 @@ class Pipeline:
         first = to_tensor(fitted)[None]
         image_latent = self.model.autoencoder.encode(first)
         cond = Cond(text_tok, text_mask, image_latent, torch.from_numpy(maps)[None])
+        unknown = set(drop) - {"text", "image", "traj"}
+        if unknown:
+            raise UserError(f"unknown condition to drop: {sorted(unknown)[0]!r} (text, image, traj)")
+        if drop:
+            cond = cond.drop(*(torch.tensor([name not in drop]) for name in ("text", "image", "traj")))
         D = EDMDenoiser(self.model, cfg.sigma_data)
         denoise = MultiCondGuider(guidance, traj_guidance)(D, cond)
 
@@ -154,7 +164,8 @@ class Pipeline:
         bar.close()
         video = self.model.autoencoder.decode(latents)[0]
         out = to_uint8(video)
-        out[0] = fitted  # the first frame is the given image (the paper conditions on it)
+        if paste_first:
+            out[0] = fitted  # the first frame is the given image (the paper conditions on it)
         info = {"seed": int(seed), "steps": steps, "frames": frames, "guidance": guidance,
                 "traj_guidance": traj_guidance, "seconds": round(time.time() - t0, 2),
                 "input_size": [src_w, src_h], "model_size": [cfg.width, cfg.height], "fit": fit,
