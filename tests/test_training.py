@@ -123,3 +123,16 @@ def test_cli_bad_config_and_checkpoint_exit_2(tmp_path):
                            env=env, timeout=120)
         lines = [line for line in r.stderr.splitlines() if line.strip() and "Loading" not in line]
         assert r.returncode == 2 and len(lines) == 1 and "error:" in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("name", ["tiny", "small_stage1", "small_stage2", "base_stage1", "base_stage2",
+                                  "autoencoder_small", "autoencoder_base"])
+def test_shipped_configs_load(name):
+    from pathlib import Path
+
+    from dragnuwa.models.config import get_preset
+    from dragnuwa.training.config import AutoencoderTrainConfig
+
+    path = Path(__file__).parent.parent / "configs" / f"{name}.yaml"
+    cfg = load_config(path, AutoencoderTrainConfig if name.startswith("autoencoder") else TrainConfig)
+    get_preset(cfg.model)  # names a real preset
