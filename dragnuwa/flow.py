@@ -3,7 +3,8 @@
 ``estimate_flow(prev, nxt, method)`` returns the forward flow ``float32 [H, W, 2]`` (dx, dy)
 from ``prev`` to ``nxt`` (both ``uint8 [H, W, 3]`` RGB), sampled at pixel centres.
 
-Backends: ``dis`` (OpenCV DIS, MEDIUM preset; default), ``dis_fast`` (DIS FAST), ``farneback``
+Backends: ``dis`` (OpenCV DIS, MEDIUM preset; default), ``dis_fast`` / ``dis_ultrafast`` (DIS FAST /
+ULTRAFAST presets), ``farneback``
 (slower, recovers ~20 px/frame where DIS breaks at 15-20 px at 256 px), and ``dis_pyramid``
 (coarse-to-fine for large motion: Farneback on a half-size pair gives the initial flow, DIS refines).
 
@@ -69,6 +70,7 @@ def _dis(preset: int) -> FlowFn:
 
 _dis_medium = register_flow("dis")(_dis(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM))
 register_flow("dis_fast")(_dis(cv2.DISOPTICAL_FLOW_PRESET_FAST))
+register_flow("dis_ultrafast")(_dis(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST))
 
 
 @register_flow("farneback")

@@ -88,9 +88,14 @@ def read_video(path: str | Path, size: tuple[int, int] | None = None, max_frames
             if not container.streams.video:
                 raise UserError(f"no video stream in {path}")
             stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
             fps = float(stream.average_rate or stream.guessed_rate or 8.0)
             for frame in container.decode(stream):
-                arr = frame.to_ndarray(format="rgb24")
+                if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+                    # OpenCV's I420 -> RGB is ~5x faster than PyAV's rgb24 reformat here.
+                    arr = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+                else:
+                    arr = frame.to_ndarray(format="rgb24")
                 if size is not None:
                     arr = fit_image(arr, size, fit)[0]
                 frames.append(arr)
