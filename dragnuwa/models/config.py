@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from dragnuwa.config_io import dataclass_from_dict
 from dragnuwa.errors import UserError
 
 
@@ -78,38 +79,6 @@ def config_to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def _build(cls, data: dict, where: str):
-    if not isinstance(data, dict):
-        raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise UserError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(fields)})")
-    kwargs = {}
-    defaults = cls()
-    for name, value in data.items():
-        default = getattr(defaults, name)
-        key = f"{where}.{name}" if where else name
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, key)
-        elif isinstance(default, tuple):
-            if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) for v in value):
-                raise UserError(f"{key}: expected a list of integers, got {value!r}")
-            kwargs[name] = tuple(value)
-        elif isinstance(default, bool) or isinstance(default, str):
-            if not isinstance(value, type(default)):
-                raise UserError(f"{key}: expected {type(default).__name__}, got {value!r}")
-            kwargs[name] = value
-        elif isinstance(default, (int, float)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-                    isinstance(default, int) and not isinstance(value, int)):
-                raise UserError(f"{key}: expected {type(default).__name__}, got {value!r}")
-            kwargs[name] = type(default)(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
-
-
 def config_from_dict(data: dict) -> ModelConfig:
     """Rebuild a ``ModelConfig`` from its dict form (validated)."""
-    return _build(ModelConfig, data, "model")
+    return dataclass_from_dict(ModelConfig, data, "model")

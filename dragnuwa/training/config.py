@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from dragnuwa.config_io import dataclass_from_dict
 from dragnuwa.errors import UserError
 
 
@@ -55,28 +56,6 @@ class AutoencoderTrainConfig:
     out_dir: str = "runs/autoencoder"
 
 
-def _from_dict(cls, data, where: str):
-    if not isinstance(data, dict):
-        raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise UserError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(fields)})")
-    defaults, kwargs = cls(), {}
-    for k, v in data.items():
-        d = getattr(defaults, k)
-        key = f"{where}.{k}"
-        if dataclasses.is_dataclass(d):
-            kwargs[k] = _from_dict(type(d), v, key)
-        elif isinstance(d, float) and isinstance(v, int) and not isinstance(v, bool):
-            kwargs[k] = float(v)
-        elif type(v) is not type(d):
-            raise UserError(f"{key}: expected {type(d).__name__}, got {v!r}")
-        else:
-            kwargs[k] = v
-    return cls(**kwargs)
-
-
 def load_config(path: str | Path, cls=TrainConfig):
     """Read a YAML config into ``cls``; a missing file, bad YAML, unknown key or bad value -> UserError."""
     path = Path(path)
@@ -86,7 +65,7 @@ def load_config(path: str | Path, cls=TrainConfig):
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise UserError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    cfg = _from_dict(cls, data, path.name)
+    cfg = dataclass_from_dict(cls, data, path.name)
     validate(cfg)
     return cfg
 
