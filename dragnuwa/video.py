@@ -8,6 +8,7 @@ file) raises ``UserError`` with one line.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -103,8 +104,12 @@ def read_video(path: str | Path, size: tuple[int, int] | None = None, max_frames
                     break
     except UserError:
         raise
+    except av.error.EOFError:
+        pass  # a stream that ends before its first packet: reported below as "no frames"
     except (av.error.FFmpegError, ValueError, OSError) as e:
-        raise UserError(f"cannot decode video {path}: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        # FFmpeg's message already names the file; keep only its reason, on one line.
+        reason = getattr(e, "strerror", None) or (str(e).splitlines()[0] if str(e) else "")
+        raise UserError(f"cannot decode video {path}: {e.__class__.__name__}: {reason}") from None
     if not frames:
         raise UserError(f"video has no frames: {path}")
     return np.stack(frames), fps
@@ -128,6 +133,8 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
 def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float = 8.0) -> Path:
     """Write frames as an H.264 mp4 (yuv420p), atomically. Odd sizes are padded to even."""
     frames = to_uint8(frames) if not (isinstance(frames, np.ndarray) and frames.dtype == np.uint8) else frames
+    if not np.isfinite(fps) or fps <= 0:
+        raise UserError(f"fps must be a positive number, got {fps}")
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"expected uint8 frames [T, H, W, 3] with T > 0, got {frames.shape}")
     h, w = frames.shape[1:3]
@@ -137,7 +144,8 @@ def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float 
     path = Path(path)
     with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=max(1, round(fps)))
+            # A rational rate keeps NTSC-style rates (29.97) and fractional ones (7.5) exact.
+            stream = container.add_stream("libx264", rate=Fraction(float(fps)).limit_denominator(1001))
             stream.width, stream.height = frames.shape[2], frames.shape[1]
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": "18", "preset": "veryfast"}

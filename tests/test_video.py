@@ -1,3 +1,4 @@
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -45,6 +46,17 @@ def test_tensor_conversion_round_trip():
     assert np.array_equal(to_uint8(t), frames)
 
 
+def _zero_frame_video(path, fmt):
+    """A valid container with a video stream that holds no frames."""
+    with av.open(str(path), "w", format=fmt) as c:
+        s = c.add_stream("libx264", rate=8)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        c.start_encoding()
+        for packet in s.encode():
+            c.mux(packet)
+    return path
+
+
 def test_bad_videos(tmp_path):
     with pytest.raises(UserError, match="not found"):
         read_video(tmp_path / "missing.mp4")
@@ -54,6 +66,43 @@ def test_bad_videos(tmp_path):
     (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     with pytest.raises(UserError, match="cannot decode|no video|no frames"):
         read_video(tmp_path / "corrupt.mp4")
+    (tmp_path / "text.mp4").write_text("not a video at all")
+    with pytest.raises(UserError, match="cannot decode"):
+        read_video(tmp_path / "text.mp4")
+    good = write_video(tmp_path / "good.mp4", _gradient_frames(8, 32, 32)).read_bytes()
+    (tmp_path / "truncated.mp4").write_bytes(good[: len(good) // 2])
+    with pytest.raises(UserError, match="cannot decode"):
+        read_video(tmp_path / "truncated.mp4")
+    for fmt, ext in (("mp4", "mp4"), ("matroska", "mkv")):
+        with pytest.raises(UserError, match="no video stream|no frames"):
+            read_video(_zero_frame_video(tmp_path / f"zero.{ext}", fmt))
+    with pytest.raises(UserError, match="fps"):
+        write_video(tmp_path / "bad_fps.mp4", _gradient_frames(2, 8, 8), fps=0)
+
+
+def test_fractional_fps_float_input_and_max_frames(tmp_path):
+    frames = _gradient_frames(6, 32, 48)
+    path = write_video(tmp_path / "f.mp4", to_tensor(frames), fps=7.5)
+    back, fps = read_video(path, max_frames=4)
+    assert fps == pytest.approx(7.5) and back.shape == (4, 32, 48, 3)
+    assert np.abs(back.astype(float) - frames[:4]).mean() < 3
+
+
+def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "keep.mp4", _gradient_frames(3, 16, 16))
+    before = path.read_bytes()
+    real, calls = av.VideoFrame.from_ndarray, []
+
+    def fail_on_third(arr, format):  # the encoder dies part-way through the file
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        return real(arr, format=format)
+
+    monkeypatch.setattr(av.VideoFrame, "from_ndarray", fail_on_third)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_video(path, _gradient_frames(8, 16, 16))
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["keep.mp4"]
 
 
 def test_load_image_variants(tmp_path):
@@ -68,6 +117,12 @@ def test_load_image_variants(tmp_path):
     Image.fromarray(grey16).save(tmp_path / "g16.png")
     g = load_image(tmp_path / "g16.png")
     assert g.shape == (10, 12, 3) and g.dtype == np.uint8 and g[-1, -1, 0] > 200 and g[0, 0, 0] == 0
+    pal = Image.fromarray(np.arange(120, dtype=np.uint8).reshape(10, 12), "L").convert("P")
+    pal.save(tmp_path / "p.png")
+    p = load_image(tmp_path / "p.png")
+    assert p.shape == (10, 12, 3) and tuple(p[-1, -1]) == (119, 119, 119)
+    Image.fromarray(np.full((6, 7), 90, np.uint8), "L").save(tmp_path / "grey.jpg")
+    assert load_image(tmp_path / "grey.jpg").shape == (6, 7, 3)
     (tmp_path / "not.png").write_text("hello")
     with pytest.raises(UserError, match="not a readable image"):
         load_image(tmp_path / "not.png")
