@@ -48,6 +48,7 @@ class Clip:
     camera: dict = field(default_factory=dict)
     background: str = ""
     seed: int = 0
+    layers: np.ndarray | None = None  # int8 [T, H, W]: object index on top of each pixel, -1 = background
 
 
 @lru_cache(maxsize=None)
@@ -123,18 +124,23 @@ def _sdf(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(shape)
 
 
-def _pattern(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Brightness multiplier of an object's surface in its own coordinates.
+def _pattern(kind: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
+    """Brightness multiplier of an object's surface in its own coordinates (``r`` px per unit).
 
     Even "plain" objects carry a faint texture: a flat interior has no visible motion (the
     aperture problem), which no flow estimator or tracker can follow, and real objects are
-    rarely flat. The colour stays clearly nameable.
+    rarely flat. The colour stays clearly nameable. Stripe and dot edges are anti-aliased
+    over one pixel like the shape outlines, so they move with the flow instead of flickering.
     """
     grain = 1.0 + 0.12 * np.sin(7.3 * u + 2.1 * v) * np.sin(5.7 * v - 3.1 * u) + 0.06 * np.sin(13.0 * (u + v))
     if kind == "stripes":
-        return grain * np.where(np.sin(u * 9.0) > 0, 1.0, 0.55)
+        # sin(9u) / (9 / r) is the distance to the nearest stripe edge in px, to first order.
+        dark = np.clip(0.5 - np.sin(u * 9.0) * r / 9.0, 0.0, 1.0)
+        return grain * (1.0 - 0.45 * dark)
     if kind == "dots":
-        return grain * np.where(np.hypot((u * 3) % 1 - 0.5, (v * 3) % 1 - 0.5) < 0.25, 0.5, 1.0)
+        d = np.hypot((u * 3) % 1 - 0.5, (v * 3) % 1 - 0.5)  # in cell units; a cell is r / 3 px
+        dark = np.clip((0.25 - d) * r / 3.0 + 0.5, 0.0, 1.0)
+        return grain * (1.0 - 0.5 * dark)
     return grain
 
 
@@ -148,8 +154,44 @@ def _direction_words(dx: float, dy: float) -> str:
     return f"to the {'upper' if dy < 0 else 'lower'} {horiz}"
 
 
+def _rigid_extras(seed: int, n_obj: int) -> list[dict]:
+    """Optional rotation and scaling of each object (rigid motion beyond translation).
+
+    Drawn from their own stream so the rest of a seed's scene (background, paths, colours)
+    does not depend on them.
+    """
+    rng = np.random.default_rng([seed, 20230816, 1])
+    out = []
+    for _ in range(n_obj):
+        spin = rng.choice([-1.0, 1.0]) * rng.uniform(3.0, 9.0) if rng.random() < 0.3 else 0.0  # deg / frame
+        grow = float(rng.choice([0.7, 1.4])) if rng.random() < 0.15 else 1.0  # size ratio last / first frame
+        out.append({"spin": float(spin), "grow": grow, "angle0": float(rng.uniform(0, 360)) if spin else 0.0})
+    return out
+
+
+def _motion_words(obj: dict, d: np.ndarray, unit: float) -> str:
+    """What an object does, in words: "spins and moves to the left", "grows", "stays still"."""
+    verbs = []
+    if obj["spin"]:
+        verbs.append("spins " + ("clockwise" if obj["spin"] > 0 else "counterclockwise"))  # y points down
+    if obj["grow"] != 1.0:
+        verbs.append("grows" if obj["grow"] > 1 else "shrinks")
+    if obj["moving"] and np.hypot(*d) > 2 * unit:
+        verbs.append("moves " + _direction_words(*d))
+    else:
+        obj["moving"] = False
+        if not verbs:
+            verbs.append("stays still")
+    return " and ".join(verbs) if len(verbs) < 3 else ", ".join(verbs[:-1]) + " and " + verbs[-1]
+
+
 def render_clip(seed: int, frames: int = 16, size: tuple[int, int] = (256, 256)) -> Clip:
-    """Render one deterministic clip of ``frames`` frames at ``size=(W, H)`` with exact flow and tracks."""
+    """Render one deterministic clip of ``frames`` frames at ``size=(W, H)`` with exact flow and tracks.
+
+    Each layer is a rigid (similarity) motion in image space, so the ground-truth forward flow
+    of a pixel p on layer k is ``A_k(t+1) A_k(t)^-1 (p - c_k(t)) + c_k(t+1) - p`` with ``c`` the
+    layer's centre and ``A`` its rotation x scale (the camera zoom folded in).
+    """
     rng = np.random.default_rng([seed, 20230816])
     W, H = int(size[0]), int(size[1])
     T = int(frames)
@@ -159,6 +201,9 @@ def render_clip(seed: int, frames: int = 16, size: tuple[int, int] = (256, 256))
     # Camera: world -> image is  x_img = s_t * (x_world - c_t) + centre.
     canvas_size = int(2 * max(W, H))
     canvas, bg_words = _background(rng, canvas_size)
+    # Band-limit the texture: frames resample it at sub-pixel offsets, and detail finer than a
+    # pixel would shimmer from frame to frame instead of moving with the flow.
+    canvas = cv2.GaussianBlur(canvas, (0, 0), 0.6)
     cam_kind = rng.choice(["static", "pan", "zoom"], p=[0.55, 0.3, 0.15])
     centre = np.array([W / 2, H / 2])
     c_t = np.zeros((T, 2))
@@ -202,68 +247,79 @@ def render_clip(seed: int, frames: int = 16, size: tuple[int, int] = (256, 256))
         color = palette[rng.integers(len(palette))]
         objs.append({"shape": SHAPES[rng.integers(len(SHAPES))], "color": color,
                      "pattern": PATTERNS[rng.integers(len(PATTERNS))], "radius": float(radius),
-                     "moving": bool(moving), "spin": 0.0})
+                     "moving": bool(moving)})
         paths.append(path)
+    for obj, extra in zip(objs, _rigid_extras(seed, n_obj)):
+        obj.update(extra)
 
     # Words for each object's own (world) motion.
     parts = []
     for obj, path in zip(objs, paths):
-        d = path[-1] - path[0]
-        if obj["moving"] and np.hypot(*d) > 2 * unit:
-            obj["motion"] = "moves " + _direction_words(*d)
-        else:
-            obj["moving"], obj["motion"] = False, "stays still"
+        obj["motion"] = _motion_words(obj, path[-1] - path[0], unit)
         article = "an" if obj["color"][0] in "aeiou" else "a"
         parts.append(f"{article} {obj['color']} {obj['shape']} {obj['motion']}")
     caption = "; ".join(parts) + f" on {bg_words}"
     if "words" in camera:
         caption += f" while {camera['words']}"
 
-    # Render layers and the exact flow, frame by frame.
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
-    px, py = xx + 0.5, yy + 0.5  # pixel centres
+    # Per object and frame: image centre, radius in px, rotation (radians).
+    centres = np.stack([[to_img(path[t], t) for t in range(T)] for path in paths])          # [K, T, 2]
+    radii = np.array([[o["radius"] * s_t[t] * o["grow"] ** ramp[t] for t in range(T)] for o in objs])
+    angles = np.array([np.deg2rad(o["angle0"] + o["spin"] * np.arange(T)) for o in objs])  # [K, T]
+
+    # Render layers back to front, remembering which layer is on top of each pixel.
+    xs, ys = np.arange(W) + 0.5, np.arange(H) + 0.5  # pixel centres
     out = np.zeros((T, H, W, 3), np.uint8)
-    flow = np.zeros((max(T - 1, 0), H, W, 2), np.float32)
-    tracks = np.zeros((n_obj, T, 2), np.float32)
-    visible = np.zeros((n_obj, T), bool)
+    layers = np.full((T, H, W), -1, np.int8)
     for t in range(T):
         # Background: image pixel -> world -> canvas pixel (canvas centre = world origin).
         a = 1.0 / s_t[t]
         off = -centre * a + c_t[t] + canvas_size / 2
         M = np.array([[a, 0, off[0] - 0.5 + 0.5 * a], [0, a, off[1] - 0.5 + 0.5 * a]])
         img = cv2.warpAffine(canvas, M, (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_REFLECT).astype(np.float64)
-        top = np.full((H, W), -1, np.int32)
-        for k, (obj, path) in enumerate(zip(objs, paths)):
-            pos = to_img(path[t], t)
-            tracks[k, t] = pos
-            r = obj["radius"] * s_t[t]
-            u, v = (px - pos[0]) / r, (py - pos[1]) / r
-            alpha = np.clip(_sdf(obj["shape"], u, v) * r + 0.5, 0.0, 1.0)
-            color = np.array(COLORS[obj["color"]], np.float64) * _pattern(obj["pattern"], u, v)[..., None]
-            img = img * (1 - alpha[..., None]) + np.clip(color, 0, 255) * alpha[..., None]
-            top[alpha >= 0.5] = k
+                             borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+        for k, obj in enumerate(objs):
+            (cx, cy), r = centres[k, t], radii[k, t]
+            # Only the object's bounding box is touched: every shape fits in its unit circle.
+            x0, x1 = max(0, int(cx - r - 2)), min(W, int(cx + r + 3))
+            y0, y1 = max(0, int(cy - r - 2)), min(H, int(cy + r + 3))
+            if x0 >= x1 or y0 >= y1:
+                continue
+            dx, dy = xs[None, x0:x1] - cx, ys[y0:y1, None] - cy
+            cos, sin = np.cos(angles[k, t]), np.sin(angles[k, t])
+            u, v = (cos * dx + sin * dy) / r, (-sin * dx + cos * dy) / r  # object coords (rotated back)
+            alpha = np.clip(_sdf(obj["shape"], u, v) * r + 0.5, 0.0, 1.0).astype(np.float32)[..., None]
+            color = np.clip(np.array(COLORS[obj["color"]], np.float32) * _pattern(obj["pattern"], u, v, r)[..., None],
+                            0, 255)
+            box = img[y0:y1, x0:x1]
+            img[y0:y1, x0:x1] = box + (color - box) * alpha
+            layers[t, y0:y1, x0:x1][alpha[..., 0] >= 0.5] = k
         out[t] = np.clip(img + 0.5, 0, 255).astype(np.uint8)
-        for k in range(n_obj):
-            cx, cy = np.floor(tracks[k, t]).astype(int)
-            visible[k, t] = 0 <= cx < W and 0 <= cy < H and top[cy, cx] == k
-        if t == T - 1:
-            break
-        # Exact flow of each layer: the surface point under pixel p at t, seen at t+1.
+
+    # A track point is visible when its pixel shows its own object (not a hole, not occluded).
+    visible = np.zeros((n_obj, T), bool)
+    for k in range(n_obj):
+        for t in range(T):
+            cx, cy = np.floor(centres[k, t]).astype(int)
+            visible[k, t] = 0 <= cx < W and 0 <= cy < H and layers[t, cy, cx] == k
+
+    # Exact forward flow: the surface point under each pixel at t, seen at t+1.
+    flow = np.zeros((max(T - 1, 0), H, W, 2), np.float32)
+    px, py = np.meshgrid(xs, ys)
+    for t in range(T - 1):
         ratio = s_t[t + 1] / s_t[t]
-        bg_next_x = ratio * (px - centre[0]) + s_t[t + 1] * (c_t[t][0] - c_t[t + 1][0]) + centre[0]
-        bg_next_y = ratio * (py - centre[1]) + s_t[t + 1] * (c_t[t][1] - c_t[t + 1][1]) + centre[1]
-        fx, fy = bg_next_x - px, bg_next_y - py
-        for k, path in enumerate(paths):
-            mask = top == k
+        flow[t, ..., 0] = (ratio - 1) * (px - centre[0]) + s_t[t + 1] * (c_t[t][0] - c_t[t + 1][0])
+        flow[t, ..., 1] = (ratio - 1) * (py - centre[1]) + s_t[t + 1] * (c_t[t][1] - c_t[t + 1][1])
+        for k in range(n_obj):
+            mask = layers[t] == k
             if not mask.any():
                 continue
-            p_now, p_next = to_img(path[t], t), to_img(path[t + 1], t + 1)
-            fx[mask] = (ratio * (px[mask] - p_now[0]) + p_next[0]) - px[mask]
-            fy[mask] = (ratio * (py[mask] - p_now[1]) + p_next[1]) - py[mask]
-        flow[t, ..., 0], flow[t, ..., 1] = fx, fy
-    return Clip(frames=out, flow=flow, tracks=tracks, visible=visible, caption=caption, objects=objs,
-                camera=camera, background=bg_words, seed=int(seed))
+            ang = angles[k, t + 1] - angles[k, t]
+            m = radii[k, t + 1] / radii[k, t] * np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]])
+            d = np.stack([px[mask], py[mask]], axis=-1) - centres[k, t]
+            flow[t][mask] = d @ m.T + centres[k, t + 1] - centres[k, t] - d
+    return Clip(frames=out, flow=flow, tracks=centres.astype(np.float32), visible=visible, caption=caption,
+                objects=objs, camera=camera, background=bg_words, seed=int(seed), layers=layers)
 
 
 def write_clip(clip: Clip, out_dir: str | Path, name: str, fps: float = 8.0) -> Path:
@@ -277,7 +333,10 @@ def write_clip(clip: Clip, out_dir: str | Path, name: str, fps: float = 8.0) -> 
     write_video(out_dir / f"{name}.mp4", clip.frames, fps)
     with atomic_path(out_dir / f"{name}.flow.npz") as tmp:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, flow=clip.flow.astype(np.float16))
+            arrays = {"flow": clip.flow.astype(np.float16)}
+            if clip.layers is not None:  # lets readers tell occluded points from visible ones
+                arrays["layers"] = clip.layers
+            np.savez_compressed(fh, **arrays)
     save_tracks(out_dir / f"{name}.tracks.json", TrackSet.from_array(clip.tracks, W, H))
     atomic_write_text(out_dir / f"{name}.txt", clip.caption + "\n")
     meta = {"seed": clip.seed, "caption": clip.caption, "objects": clip.objects, "camera": clip.camera,
