@@ -1,9 +1,11 @@
 """Datasets of training samples ``{"video", "text", "maps"}`` (DESIGN.md data flow).
 
-Stage 1 (Adaptive Training, paper Sec. 3.4) gets the dense exact flow as maps; stage 2 gets
-1..N sparse tracks drawn by motion intensity from points chained through the flow, spread
-into maps. ``SyntheticClips`` renders procedural clips on the fly (every index a new scene);
-``ClipFolder`` reads `dragnuwa synth` output.
+Adaptive Training (paper Sec. 3.4): stage 1 gets the dense exact flow as maps; stage 2 gets
+1..N sparse tracks (paper Sec. 3.2: anchors on a jittered grid, chained through the flow,
+drawn with probability proportional to motion intensity) spread into maps.
+``SyntheticClips`` renders procedural clips on the fly (index i is the scene with seed
+``first_seed + i``); ``ClipFolder`` reads `dragnuwa synth` output. Both are deterministic per
+index, so a training run and its resume see the same samples.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -18,29 +21,70 @@ from torch.utils.data import Dataset
 from dragnuwa.errors import UserError
 
 
-def make_maps(flow: np.ndarray, stage: int, rng: np.random.Generator, max_tracks: int,
-              extra_tracks: np.ndarray | None = None) -> np.ndarray:
-    """Stage 1: dense flow maps. Stage 2: sampled sparse tracks (from a jittered grid chained
-    through ``flow``, plus ``extra_tracks`` such as object centres) spread into maps."""
+def candidate_tracks(flow: np.ndarray, rng: np.random.Generator, layers: np.ndarray | None = None,
+                     extra_tracks: np.ndarray | None = None) -> np.ndarray:
+    """Ground-truth tracks to sample stage-2 trajectories from -> ``[N, T, 2]``.
+
+    Anchors on a jittered grid (16 px at 256 px) are chained through the exact forward ``flow``
+    ``[T-1, H, W, 2]``. With ``layers`` (int ``[T, H, W]``, which surface is on top of each
+    pixel) a track is dropped once its point is covered by another surface: the flow there
+    belongs to the occluder, and following it would glue the point to the wrong object (the
+    exact-data counterpart of the Trajectory Sampler's forward-backward check). Tracks that
+    leave the frame are dropped too. ``extra_tracks`` (e.g. visible object centres) are added.
+    """
     from dragnuwa import trajectory as tj
 
-    if stage == 1:
-        return tj.flow_to_maps(flow)
-    H, W = flow.shape[1:3]
+    T1, H, W = flow.shape[:3]
     tracks, valid = tj.chain_tracks(flow, tj.anchor_grid(H, W, rng))
+    if layers is not None and len(tracks):
+        # The flow is read bilinearly from the four pixel centres around the point: all four must
+        # show the point's own surface at every frame, else the motion read is a blend of two.
+        t_idx = np.arange(T1 + 1)[None, :]
+        x0 = np.floor(tracks[..., 0] - 0.5).astype(int)
+        y0 = np.floor(tracks[..., 1] - 0.5).astype(int)
+        own = layers[0][np.clip(np.floor(tracks[:, 0, 1]).astype(int), 0, H - 1),
+                        np.clip(np.floor(tracks[:, 0, 0]).astype(int), 0, W - 1)][:, None]
+        for dy in (0, 1):
+            for dx in (0, 1):
+                xs, ys = x0 + dx, y0 + dy
+                inside = (xs >= 0) & (xs < W) & (ys >= 0) & (ys < H)
+                surface = layers[t_idx, np.clip(ys, 0, H - 1), np.clip(xs, 0, W - 1)]
+                valid &= (inside & (surface == own)).all(axis=1)
     cands = tracks[valid]
     if extra_tracks is not None and len(extra_tracks):
-        cands = np.concatenate([cands, extra_tracks.astype(cands.dtype)]) if len(cands) else extra_tracks
-    if len(cands) == 0:
-        return np.zeros((flow.shape[0] + 1, 2, H, W), np.float32)
-    return tj.tracks_to_maps(tj.sample_tracks(cands, max_tracks, rng), H, W)
+        cands = np.concatenate([cands, np.asarray(extra_tracks, cands.dtype).reshape(-1, T1 + 1, 2)])
+    return cands
 
 
-def _item(frames: np.ndarray, flow: np.ndarray, caption: str, stage: int, rng, max_tracks: int, objects=None):
-    from dragnuwa.video import to_tensor
+def make_maps(flow: np.ndarray, stage: int, rng: np.random.Generator, max_tracks: int,
+              layers: np.ndarray | None = None, extra_tracks: np.ndarray | None = None,
+              size: tuple[int, int] | None = None) -> np.ndarray:
+    """Trajectory input of one clip -> float32 ``[T, 2, H, W]``.
 
-    maps = make_maps(flow, stage, rng, max_tracks, objects)
-    return {"video": to_tensor(frames), "text": caption, "maps": torch.from_numpy(maps)}
+    Stage 1: the dense flow (``trajectory.flow_to_maps``). Stage 2: ``sample_tracks`` from
+    :func:`candidate_tracks`, spread by ``tracks_to_maps``. ``size=(W, H)`` rescales the
+    result (flow values and track coordinates scale with their axis).
+    """
+    from dragnuwa import trajectory as tj
+
+    T1, H, W = flow.shape[:3]
+    out_w, out_h = size if size is not None else (W, H)
+    sx, sy = out_w / W, out_h / H
+    if stage == 1:
+        if (out_w, out_h) != (W, H):
+            interp = cv2.INTER_AREA if out_w < W else cv2.INTER_LINEAR
+            flow = np.stack([cv2.resize(f, (out_w, out_h), interpolation=interp) for f in flow]) * [sx, sy]
+        return tj.flow_to_maps(flow.astype(np.float32))
+    cands = candidate_tracks(flow, rng, layers, extra_tracks)
+    if len(cands) == 0:  # everything occluded or left the frame: no trajectory at all
+        return np.zeros((T1 + 1, 2, out_h, out_w), np.float32)
+    picked = tj.sample_tracks(cands, max_tracks, rng) * [sx, sy]
+    return tj.tracks_to_maps(picked, out_h, out_w)
+
+
+def _check_stage(stage: int) -> None:
+    if stage not in (1, 2):
+        raise UserError(f"stage must be 1 or 2, got {stage}")
 
 
 class SyntheticClips(Dataset):
@@ -48,8 +92,9 @@ class SyntheticClips(Dataset):
 
     def __init__(self, first_seed: int = 0, count: int = 1_000_000, frames: int = 14,
                  size: tuple[int, int] = (64, 64), stage: int = 1, max_tracks: int = 8):
-        if stage not in (1, 2):
-            raise UserError(f"stage must be 1 or 2, got {stage}")
+        _check_stage(stage)
+        if frames < 2:
+            raise UserError(f"frames must be at least 2, got {frames}")
         self.first_seed, self.count, self.frames, self.size = first_seed, count, frames, tuple(size)
         self.stage, self.max_tracks = stage, max_tracks
 
@@ -58,48 +103,78 @@ class SyntheticClips(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         from dragnuwa.data.synthetic import render_clip
+        from dragnuwa.video import to_tensor
 
-        seed = self.first_seed + int(i)
+        if not -self.count <= i < self.count:
+            raise IndexError(i)
+        seed = self.first_seed + int(i) % self.count
         clip = render_clip(seed, self.frames, self.size)
-        objects = clip.tracks[clip.visible.all(axis=1)]
-        return _item(clip.frames, clip.flow, clip.caption, self.stage, np.random.default_rng([seed, 2]),
-                     self.max_tracks, objects)
+        centres = clip.tracks[clip.visible.all(axis=1)]
+        maps = make_maps(clip.flow, self.stage, np.random.default_rng([seed, 2]), self.max_tracks,
+                         clip.layers, centres)
+        return {"video": to_tensor(clip.frames), "text": clip.caption, "maps": torch.from_numpy(maps)}
 
 
 class ClipFolder(Dataset):
-    """Clips written by `dragnuwa synth` (NAME.mp4 + NAME.flow.npz + NAME.txt)."""
+    """Clips written by `dragnuwa synth`: NAME.mp4 + NAME.flow.npz + NAME.txt (+ NAME.json,
+    NAME.tracks.json for object centres). Frames and maps are stretched to ``size=(W, H)``."""
 
     def __init__(self, root: str | Path, frames: int = 14, size: tuple[int, int] = (64, 64), stage: int = 1,
                  max_tracks: int = 8):
+        _check_stage(stage)
         self.root = Path(root)
+        if not self.root.is_dir():
+            raise UserError(f"clip folder not found: {self.root}")
         self.videos = sorted(self.root.glob("*.mp4"))
         if not self.videos:
             raise UserError(f"no clips (*.mp4) in {self.root}")
+        for v in self.videos:  # fail at start-up, not hours into training
+            for need in (_companion(v, ".flow.npz"), _companion(v, ".txt")):
+                if not need.is_file():
+                    raise UserError(f"clip {v.name} has no {need.name} (expected `dragnuwa synth` output)")
         self.frames, self.size, self.stage, self.max_tracks = frames, tuple(size), stage, max_tracks
 
     def __len__(self) -> int:
         return len(self.videos)
 
     def __getitem__(self, i: int) -> dict:
-        import cv2
-
-        from dragnuwa.video import read_video
+        from dragnuwa.video import fit_image, read_video, to_tensor
 
         path = self.videos[i]
-        frames, _ = read_video(path, max_frames=self.frames)
-        flow = np.load(path.with_suffix(".flow.npz"))["flow"][: self.frames - 1].astype(np.float32)
-        if len(frames) < self.frames:
-            raise UserError(f"{path} has {len(frames)} frames, need {self.frames}")
+        T = self.frames
+        frames, _ = read_video(path, max_frames=T)
+        if len(frames) < T:
+            raise UserError(f"{path} has {len(frames)} frames, need {T}")
+        data = np.load(_companion(path, ".flow.npz"))
+        flow = data["flow"][: T - 1].astype(np.float32)
+        layers = data["layers"][:T] if "layers" in data.files else None
         H, W = frames.shape[1:3]
-        if (W, H) != self.size:  # resize frames and flow (flow values scale with the axis)
-            sx, sy = self.size[0] / W, self.size[1] / H
-            frames = np.stack([cv2.resize(f, self.size, interpolation=cv2.INTER_AREA) for f in frames])
-            flow = np.stack([cv2.resize(f, self.size, interpolation=cv2.INTER_AREA) for f in flow]) * [sx, sy]
-        caption = path.with_suffix(".txt").read_text().strip()
-        meta_path = path.with_suffix(".json")
-        objects = None
-        if meta_path.is_file():
-            tracks = json.loads(path.with_suffix(".tracks.json").read_text())["tracks"]
-            objects = np.array(tracks, dtype=np.float64)[:, : self.frames] * [self.size[0] / W, self.size[1] / H]
-        return _item(frames, flow.astype(np.float32), caption, self.stage, np.random.default_rng([i, 2]),
-                     self.max_tracks, objects)
+        if flow.shape[1:3] != (H, W) or len(flow) < T - 1:
+            raise UserError(f"{_companion(path, '.flow.npz').name}: flow {flow.shape} does not match video "
+                            f"{len(frames)}x{H}x{W}")
+        centres = _visible_centres(path, T)
+        maps = make_maps(flow, self.stage, np.random.default_rng([i, 2]), self.max_tracks, layers, centres,
+                         self.size)
+        if (W, H) != self.size:
+            frames = np.stack([fit_image(f, self.size, "stretch")[0] for f in frames])
+        caption = _companion(path, ".txt").read_text().strip()
+        return {"video": to_tensor(frames), "text": caption, "maps": torch.from_numpy(maps)}
+
+
+def _companion(video: Path, suffix: str) -> Path:
+    """NAME.mp4 -> NAME{suffix} (names may contain dots)."""
+    return video.with_name(video.name[: -len(video.suffix)] + suffix)
+
+
+def _visible_centres(video: Path, frames: int) -> np.ndarray | None:
+    """Object-centre tracks of a synth clip that stay visible over the first ``frames`` frames."""
+    tracks_path, meta_path = _companion(video, ".tracks.json"), _companion(video, ".json")
+    if not (tracks_path.is_file() and meta_path.is_file()):
+        return None
+    tracks = json.loads(tracks_path.read_text())["tracks"]
+    visible = json.loads(meta_path.read_text()).get("visible")
+    if not tracks or visible is None or len(visible) != len(tracks):
+        return None
+    tracks = np.array(tracks, dtype=np.float64)  # [K, T, 2]: one point per frame in synth output
+    keep = np.array(visible, dtype=bool)[:, :frames].all(axis=1)
+    return tracks[keep, :frames]
