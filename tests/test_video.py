@@ -29,11 +29,12 @@ def test_odd_size_is_padded_and_resize_on_read(tmp_path):
 
 
 @pytest.mark.parametrize("fit", ["crop", "pad", "stretch"])
-def test_fit_image_maps_points_like_pixels(fit):
+@pytest.mark.parametrize("size", [(64, 64), (250, 200), (71, 45)])
+def test_fit_image_maps_points_like_pixels(fit, size):
     img = np.zeros((90, 160, 3), np.uint8)
     img[30:34, 100:104] = 255  # a 4x4 bright block centred at (102, 32)
-    out, tr = fit_image(img, (64, 64), fit)
-    assert out.shape == (64, 64, 3)
+    out, tr = fit_image(img, size, fit)
+    assert out.shape == (size[1], size[0], 3)
     ys, xs = np.nonzero(out[..., 0] > 60)
     centre = np.array([xs.mean() + 0.5, ys.mean() + 0.5])
     assert np.abs(tr.apply(np.array([102.0, 32.0])) - centre).max() < 0.75

@@ -1,10 +1,11 @@
 """Procedural scenes with exact ground truth: frames, dense forward flow, object tracks, captions.
 
-Every layer moves by an affine map, so the flow is exact: the background follows the camera
-(pan / zoom of a larger canvas), each object follows a smooth curved path (quadratic Bezier with
-a random speed profile) on top of the camera. Shapes are drawn from analytic signed distances
-(anti-aliased, exact geometry) and textured in their own coordinates, so a point on a surface
-moves exactly as the flow says. Occlusion follows depth order (later objects on top).
+Every layer moves rigidly, so the flow is exact: the background follows the camera (pan / zoom
+of a larger canvas), each object follows a smooth curved path (quadratic Bezier with a random
+speed profile) on top of the camera, some also spinning or growing. Shapes are drawn from
+analytic signed distances (anti-aliased, exact geometry) and textured in their own coordinates,
+so a point on a surface moves exactly as the flow says. Occlusion follows depth order (later
+objects on top); ``Clip.layers`` records which layer shows at each pixel.
 
 Deterministic by seed: ``render_clip(seed)`` is the same clip on every machine.
 """
