@@ -115,8 +115,8 @@ class Pipeline:
         from dragnuwa.video import fit_image, load_image, to_tensor, to_uint8
 
         cfg = self.cfg
-        frames = frames or cfg.frames
-        steps = steps or cfg.steps
+        frames = cfg.frames if frames is None else int(frames)  # 0 is an error, not "use the default"
+        steps = cfg.steps if steps is None else int(steps)
         guidance = cfg.text_guidance if guidance is None else float(guidance)
         traj_guidance = cfg.traj_guidance if traj_guidance is None else float(traj_guidance)
         check_inputs(image, tracks, text, frames, steps, guidance, traj_guidance, max_frames=4 * cfg.frames)

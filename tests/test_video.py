@@ -129,3 +129,13 @@ def test_load_image_variants(tmp_path):
         load_image(tmp_path / "not.png")
     with pytest.raises(UserError, match="not found"):
         load_image(tmp_path / "nope.png")
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    path = write_video(tmp_path / "p.mp4", _gradient_frames(2, 8, 8))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
