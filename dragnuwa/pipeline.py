@@ -45,7 +45,7 @@ def _load_motion_file(path: str | Path) -> np.ndarray:
     return np.asarray(arr, dtype=np.float32)
 
 
-def check_inputs(image, tracks, text: str, frames: int, steps: int, guidance: float, traj_guidance: float,
+def check_inputs(image, text: str, frames: int, steps: int, guidance: float, traj_guidance: float,
                  max_frames: int) -> None:
     """Reject what cannot be generated, with one line naming the problem."""
     if isinstance(image, (str, Path)) and not Path(image).is_file():
@@ -119,7 +119,7 @@ class Pipeline:
         steps = cfg.steps if steps is None else int(steps)
         guidance = cfg.text_guidance if guidance is None else float(guidance)
         traj_guidance = cfg.traj_guidance if traj_guidance is None else float(traj_guidance)
-        check_inputs(image, tracks, text, frames, steps, guidance, traj_guidance, max_frames=4 * cfg.frames)
+        check_inputs(image, text, frames, steps, guidance, traj_guidance, max_frames=4 * cfg.frames)
         t0 = time.time()
         img = load_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
         if img.ndim == 2:

@@ -51,17 +51,6 @@ def _kernel_size(sigma: float) -> int:
     return int(2 * np.ceil(4.9 * sigma) + 1)
 
 
-def gaussian_spread(maps: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of each ``[.., H, W]`` plane, zero outside the image."""
-    if sigma <= 0:
-        return maps.astype(np.float32, copy=True)
-    k = _kernel_size(sigma)
-    lead = maps.shape[:-2]
-    planes = maps.reshape(-1, *maps.shape[-2:]).astype(np.float32)
-    out = np.stack([cv2.GaussianBlur(p, (k, k), sigma, borderType=cv2.BORDER_CONSTANT) for p in planes])
-    return out.reshape(*lead, *maps.shape[-2:])
-
-
 def tracks_to_maps(tracks: np.ndarray, height: int, width: int, sigma: float | None = None) -> np.ndarray:
     """Tracks ``[N, T, 2]`` -> displacement maps ``float32 [T, 2, H, W]`` (paper Sec. 3.2).
 
