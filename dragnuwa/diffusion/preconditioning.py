@@ -7,32 +7,80 @@ log-normal training distribution of sigma and the loss weighting lambda(sigma) (
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 
+@dataclass
+class EDMScalings:
+    """The four Table 1 coefficients at a batch of noise levels, each broadcastable against ``x``."""
+
+    c_skip: torch.Tensor
+    c_out: torch.Tensor
+    c_in: torch.Tensor
+    c_noise: torch.Tensor  # [B], the network's noise-level input
+
+
+def edm_scalings(sigma: torch.Tensor, sigma_data: float, ndim: int) -> EDMScalings:
+    """Karras et al. 2022, Table 1 ("Ours"): unit-variance network input and target for every sigma.
+
+    ``sigma`` is ``[B]``; the first three coefficients are shaped ``[B, 1, ...]`` for an ``ndim``-d x.
+    """
+    sd2 = sigma_data ** 2
+    s = sigma.reshape(-1, *([1] * (ndim - 1)))
+    return EDMScalings(c_skip=sd2 / (s ** 2 + sd2), c_out=s * sigma_data / (s ** 2 + sd2).sqrt(),
+                       c_in=1 / (s ** 2 + sd2).sqrt(), c_noise=sigma.reshape(-1).log() / 4)
+
+
+def edm_loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
+    """lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 (Table 1): the effective
+    weight lambda c_out^2 on F's error is 1 at every noise level."""
+    return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2
+
+
 class EDMDenoiser(nn.Module):
-    def __init__(self, net: nn.Module, sigma_data: float = 0.5, p_mean: float = -1.2, p_std: float = 1.2):
+    """``D(x, sigma, cond)`` around a raw network ``net(x_in, c_noise, cond) -> like x_in``.
+
+    ``x`` is a latent video ``[B, T, C, h, w]`` (any ``[B, ...]`` works), ``sigma`` is ``[B]`` or a
+    scalar. ``net`` is registered as a submodule when it is an ``nn.Module``.
+    """
+
+    def __init__(self, net, sigma_data: float = 0.5, p_mean: float = -1.2, p_std: float = 1.2):
         super().__init__()
         self.net, self.sigma_data, self.p_mean, self.p_std = net, sigma_data, p_mean, p_std
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond) -> torch.Tensor:
-        """D(x, sigma, cond): the denoised estimate of ``x`` ``[B, ...]`` at noise level ``sigma`` ``[B]``."""
-        sd = self.sigma_data
-        s = sigma.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-        c_skip = sd ** 2 / (s ** 2 + sd ** 2)
-        c_out = s * sd / (s ** 2 + sd ** 2).sqrt()
-        c_in = 1 / (sd ** 2 + s ** 2).sqrt()
-        c_noise = sigma.log() / 4
-        return c_skip * x + c_out * self.net(c_in * x, c_noise.flatten(), cond).to(x.dtype)
+        """D(x, sigma, cond): the denoised estimate of ``x`` at noise level ``sigma`` (Table 1)."""
+        # Samplers keep sigmas on the CPU; scalings must live with x (and in its precision).
+        sigma = torch.as_tensor(sigma, device=x.device).to(torch.float32).reshape(-1).expand(x.shape[0])
+        k = edm_scalings(sigma, self.sigma_data, x.ndim)
+        f = self.net((k.c_in * x).to(x.dtype), k.c_noise, cond)
+        return (k.c_skip * x + k.c_out * f.to(torch.float32)).to(x.dtype)
 
-    def loss(self, x0: torch.Tensor, cond, generator: torch.Generator | None = None) -> torch.Tensor:
-        """EDM training loss: ln(sigma) ~ N(P_mean, P_std^2), weight (sigma^2 + sd^2) / (sigma sd)^2."""
+    def sample_sigma(self, batch: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+        """Training noise levels: ln(sigma) ~ N(P_mean, P_std^2) (Sec. 5, Table 1)."""
+        gen_device = generator.device if generator is not None else device
+        rnd = torch.randn(batch, generator=generator, device=gen_device).to(device)
+        return (rnd * self.p_std + self.p_mean).exp()
+
+    def loss(self, x0: torch.Tensor, cond, generator: torch.Generator | None = None,
+             per_sample: bool = False):
+        """EDM training loss E[lambda(sigma) ||D(x0 + n, sigma) - x0||^2] (Eq. 2 with Table 1).
+
+        Returns the scalar mean over the batch, or ``(mean, per-sample [B], sigma [B])`` when
+        ``per_sample``. The squared error is averaged over each sample's elements, so the optimal
+        denoiser of data with std ``sigma_data`` scores exactly 1.
+        """
         b = x0.shape[0]
-        rnd = torch.randn(b, generator=generator, device=x0.device)
-        sigma = (rnd * self.p_std + self.p_mean).exp()
-        noise = torch.randn(x0.shape, generator=generator, device=x0.device) * sigma.reshape(-1, *([1] * (x0.ndim - 1)))
-        weight = (sigma ** 2 + self.sigma_data ** 2) / (sigma * self.sigma_data) ** 2
-        denoised = self(x0 + noise, sigma, cond)
-        per_sample = ((denoised.float() - x0.float()) ** 2).flatten(1).mean(1)
-        return (weight * per_sample).mean()
+        sigma = self.sample_sigma(b, generator, x0.device)
+        # Draw on the generator's device (a CPU generator with CUDA data is the usual case).
+        gen_device = generator.device if generator is not None else x0.device
+        noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device, x0.dtype)
+        noisy = x0 + noise * sigma.reshape(-1, *([1] * (x0.ndim - 1))).to(x0.dtype)
+        denoised = self(noisy, sigma, cond)
+        err = ((denoised.float() - x0.float()) ** 2).flatten(1).mean(1)
+        losses = edm_loss_weight(sigma, self.sigma_data) * err
+        return (losses.mean(), losses, sigma) if per_sample else losses.mean()

@@ -30,7 +30,11 @@ def sample_euler(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callba
 
 @torch.no_grad()
 def sample_heun(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
-    """Heun's 2nd-order method (Karras et al. 2022, Alg. 1); Euler on the last step to sigma = 0."""
+    """Heun's 2nd-order method (Karras et al. 2022, Alg. 1, = Alg. 2 with S_churn = 0).
+
+    The trapezoidal correction averages the slopes at sigma_i and sigma_{i+1}; the last step to
+    sigma = 0 stays Euler because the slope there is undefined (Alg. 1, line 7).
+    """
     n = len(sigmas) - 1
     for i in range(n):
         s, s_next = sigmas[i], sigmas[i + 1]
@@ -48,7 +52,12 @@ def sample_heun(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callbac
 
 @torch.no_grad()
 def sample_dpmpp_2m(denoise: Denoise, x: torch.Tensor, sigmas: torch.Tensor, callback=None) -> torch.Tensor:
-    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) in the sigma form, t = -log(sigma)."""
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) in the sigma form with t = -log(sigma).
+
+    Exact exponential integration of the linear part, x_{i+1} = (sigma_{i+1}/sigma_i) x_i -
+    (e^{-h} - 1) D_i', where D_i' extrapolates the last two denoised estimates (multistep, one
+    network call per step); the first step is DPM-Solver++(1) and the step to sigma = 0 returns D.
+    """
     n = len(sigmas) - 1
     old = None
     for i in range(n):
@@ -76,6 +85,7 @@ SAMPLERS: dict[str, Callable] = {"euler": sample_euler, "heun": sample_heun, "dp
 
 
 def get_sampler(name: str) -> Callable:
+    """The sampler registered as ``name``; an unknown name is the user's error."""
     if name not in SAMPLERS:
         raise UserError(f"unknown sampler {name!r}; available: {', '.join(SAMPLERS)}")
     return SAMPLERS[name]

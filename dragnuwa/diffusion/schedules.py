@@ -1,14 +1,21 @@
-"""Noise-level discretisations (small swappable classes, one method each)."""
+"""Noise-level discretisations (small swappable classes in the style of sgm, one method each)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 
 def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
-    """Karras et al. 2022, Eq. 5: n noise levels from sigma_max to sigma_min, then a final 0."""
+    """Karras et al. 2022, Eq. 5: ``n`` levels from sigma_max down to sigma_min, then a final 0.
+
+    sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho; rho = 7
+    spends the steps near small sigma where the ODE curves most. Returns float32 ``[n + 1]``.
+    """
+    if n < 1 or not 0 < sigma_min <= sigma_max:
+        raise ValueError(f"need n >= 1 and 0 < sigma_min <= sigma_max, got {n}, {sigma_min}, {sigma_max}")
     ramp = torch.linspace(0, 1, n, dtype=torch.float64)
     inv = sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))
     return torch.cat([inv ** rho, torch.zeros(1, dtype=torch.float64)]).float()
@@ -16,9 +23,25 @@ def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho
 
 @dataclass
 class KarrasDiscretization:
+    """Eq. 5 as a swappable object: ``disc(n) -> sigmas [n + 1]``."""
+
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     rho: float = 7.0
 
     def __call__(self, n: int) -> torch.Tensor:
         return karras_sigmas(n, self.sigma_min, self.sigma_max, self.rho)
+
+
+@dataclass
+class LogLinearDiscretization:
+    """Levels evenly spaced in log sigma (the uniform-in-t grid of DPM-Solver++, Lu et al. 2022)."""
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+
+    def __call__(self, n: int) -> torch.Tensor:
+        if n < 1 or not 0 < self.sigma_min <= self.sigma_max:
+            raise ValueError(f"need n >= 1 and 0 < sigma_min <= sigma_max, got {n}, {self.sigma_min}, {self.sigma_max}")
+        logs = torch.linspace(math.log(self.sigma_max), math.log(self.sigma_min), n, dtype=torch.float64)
+        return torch.cat([logs.exp(), torch.zeros(1, dtype=torch.float64)]).float()
