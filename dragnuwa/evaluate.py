@@ -1,13 +1,15 @@
-"""Evaluation on held-out procedural clips: do the three controls work? (paper Sec. 4)
+"""`dragnuwa evaluate`: do the three controls work, on held-out procedural clips? (paper Sec. 4)
 
-For each held-out scene (seeds from 1_000_000 on; training uses 0..899_999) the model gets the
-scene's first frame, its caption and the true object paths as tracks, and:
-- trajectory error: requested tracks vs the same points followed through the generated video by an
-  independent tracker (OpenCV pyramidal Lucas-Kanade), also as a ratio to a static video;
-- first-frame fidelity: PSNR of the decoded first frame against the given image;
-- text check: at the last frame, is the named colour where the object should be?
-and the same without trajectory, without text and without image (null conditions), as in the
-paper's claim that all three controls are needed. Writes report.json, report.md and report.png.
+For each held-out scene (seeds from 1_000_000 on; the shipped training configs use 0..899_999)
+the model gets the scene's first frame, its caption and the true paths of its moving objects as
+tracks, and is scored (metrics in ``dragnuwa.metrics``) on:
+- trajectory error: requested tracks vs the same points followed through the generated video by
+  an independent tracker (OpenCV pyramidal Lucas-Kanade), also as a ratio to a static video;
+- first-frame fidelity: PSNR of the first frame against the given image;
+- text check: in the last frame, is each object's named colour where it was asked to be?
+The same runs without trajectory, without text and without image (null conditions) show what
+each control contributes, the paper's point that all three are needed. Writes report.json,
+report.md (a markdown table) and report.png (tracks over frames, bars per variant).
 """
 
 from __future__ import annotations
@@ -17,76 +19,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dragnuwa.errors import atomic_path, atomic_write_text
+from dragnuwa.errors import UserError, atomic_path, atomic_write_text
+from dragnuwa.metrics import (first_frame_psnr, static_trajectory_error, text_accuracy, text_check,  # noqa: F401
+                              track_points, trajectory_error)
 
 HELD_OUT_SEED = 1_000_000
-VARIANTS = {"full": (), "no_trajectory": ("traj",), "no_text": ("text",), "no_image": ("image",)}
-
-
-def track_points(frames: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Follow ``[N, 2]`` points through ``uint8 [T, H, W, 3]`` frames with pyramidal Lucas-Kanade.
-
-    Chained frame to frame; a point whose forward-backward error exceeds 1 px keeps its last
-    position (a lost point counts as not moving, which is what a failed video shows).
-    """
-    # Small videos are upsampled so LK's windows hold enough texture for sub-pixel accuracy.
-    up = max(1, int(np.ceil(256 / max(frames.shape[1:3]))))
-    grey = [np.ascontiguousarray(cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), None, fx=up, fy=up,
-                                            interpolation=cv2.INTER_CUBIC)) for f in frames]
-    params = dict(winSize=(21, 21), maxLevel=3,
-                  criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
-    pts = np.asarray(starts, np.float32).reshape(-1, 1, 2) * up - 0.5  # OpenCV: pixel centres at integers
-    out = np.zeros((len(starts), len(frames), 2), np.float32)
-    out[:, 0] = starts
-    for t in range(1, len(frames)):
-        nxt, st, _ = cv2.calcOpticalFlowPyrLK(grey[t - 1], grey[t], pts, None, **params)
-        back, st2, _ = cv2.calcOpticalFlowPyrLK(grey[t], grey[t - 1], nxt, None, **params)
-        ok = (st[:, 0] == 1) & (st2[:, 0] == 1) & (np.linalg.norm(back - pts, axis=2)[:, 0] < up)
-        pts = np.where(ok[:, None, None], nxt, pts)
-        out[:, t] = (pts[:, 0] + 0.5) / up
-    return out
-
-
-def trajectory_error(requested: np.ndarray, followed: np.ndarray) -> float:
-    """Mean pixel distance between requested and followed tracks ``[N, T, 2]`` (frames 1..T-1)."""
-    return float(np.linalg.norm(requested[:, 1:] - followed[:, 1:], axis=-1).mean())
-
-
-def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
-
-
-def text_check(frame: np.ndarray, position: np.ndarray, color_name: str, radius: int = 2) -> bool:
-    """Is the mean colour around ``position`` closest to ``color_name`` among the scene palette?"""
-    from dragnuwa.data.synthetic import COLORS
-
-    h, w = frame.shape[:2]
-    x, y = np.clip(np.floor(position).astype(int), 0, [w - 1, h - 1])
-    patch = frame[max(0, y - radius):y + radius + 1, max(0, x - radius):x + radius + 1].reshape(-1, 3).mean(0)
-    names = list(COLORS)
-    dists = [np.linalg.norm(patch - np.array(COLORS[n])) for n in names]
-    return names[int(np.argmin(dists))] == color_name
+TRAINING_SEEDS_END = 900_000  # configs/*.yaml: data.first_seed 0, count 900_000
+# Variant name -> conditions replaced by the null condition.
+VARIANTS: dict[str, tuple[str, ...]] = {"full": (), "no_trajectory": ("traj",), "no_text": ("text",),
+                                        "no_image": ("image",)}
+# generate(image uint8 [H,W,3], tracks [N,T,2], text, drop) -> video uint8 [T,H,W,3]
+Generator = Callable[[np.ndarray, np.ndarray, str, tuple], np.ndarray]
 
 
 @dataclass
 class Case:
+    """One held-out scene: what the model is given and what it is asked for."""
+
     seed: int
-    image: np.ndarray  # uint8 [H, W, 3]
-    text: str
-    tracks: np.ndarray  # [N, T, 2] requested (true paths of moving, visible objects)
-    colors: list[str]
+    image: np.ndarray  # uint8 [H, W, 3], the first frame
+    text: str  # the scene's caption
+    tracks: np.ndarray  # [N, T, 2] requested: true centre paths of moving objects visible throughout
+    colors: list[str]  # the colour word of each tracked object
 
 
 def held_out_cases(count: int, first_seed: int, frames: int, size: tuple[int, int]) -> list[Case]:
-    """Held-out scenes with at least one moving object visible in every frame."""
+    """The first ``count`` scenes from ``first_seed`` on with a moving object visible in every frame."""
     from dragnuwa.data.synthetic import render_clip
 
-    cases, seed = [], first_seed
+    cases, seed = [], int(first_seed)
     while len(cases) < count:
         clip = render_clip(seed, frames, size)
         keep = clip.visible.all(axis=1) & np.array([o["moving"] for o in clip.objects])
@@ -97,25 +61,51 @@ def held_out_cases(count: int, first_seed: int, frames: int, size: tuple[int, in
     return cases
 
 
-def evaluate_case(generate: Callable, case: Case, variants=VARIANTS) -> dict:
-    """Metrics of one case for each variant. ``generate(image, tracks, text, drop) -> uint8 [T,H,W,3]``."""
-    row = {"seed": case.seed}
+def pipeline_generator(model="bundled", steps: int | None = None, seed: int = 0) -> tuple[Generator, tuple, int]:
+    """The one place the evaluation calls the generation pipeline: ``(generate, (W, H), frames)``."""
+    from dragnuwa.pipeline import load_pipeline
+
+    pipe = load_pipeline(model)
+    cfg = pipe.cfg
+
+    def generate(image, tracks, text, drop):
+        # paste_first=False: the decoded first frame is scored, not the given image pasted over it.
+        res = pipe.generate(image, tracks, text, frames=tracks.shape[1], steps=steps, seed=seed, drop=drop,
+                            paste_first=False, show_progress=False)
+        return res.frames
+
+    return generate, (cfg.width, cfg.height), cfg.frames
+
+
+def _checked_video(video, case: Case, variant: str) -> np.ndarray:
+    video = np.asarray(video)
+    T = case.tracks.shape[1]
+    if video.shape != (T, *case.image.shape) or video.dtype != np.uint8:
+        raise UserError(f"clip {case.seed} ({variant}): the generator returned {video.dtype} {video.shape}, "
+                        f"expected uint8 {(T, *case.image.shape)}")
+    return video
+
+
+def evaluate_case(generate: Generator, case: Case, variants: dict = VARIANTS) -> dict:
+    """Metrics of one case for each variant (one generation per variant)."""
     starts = case.tracks[:, 0]
     static = np.repeat(case.image[None], case.tracks.shape[1], axis=0)
-    row["static_error"] = trajectory_error(case.tracks, track_points(static, starts))
+    # The static yardstick goes through the same tracker (on identical frames it stays put exactly).
+    row = {"seed": case.seed, "text": case.text, "requested": case.tracks.tolist(),
+           "static_error": trajectory_error(case.tracks, track_points(static, starts))}
     for name, drop in variants.items():
-        video = generate(case.image, case.tracks, case.text, drop)
+        video = _checked_video(generate(case.image, case.tracks, case.text, drop), case, name)
         followed = track_points(video, starts)
-        row[name] = {
-            "trajectory_error": trajectory_error(case.tracks, followed),
-            "first_frame_psnr": psnr_uint8(video[0], case.image),
-            "text_ok": float(np.mean([text_check(video[-1], p, c) for p, c in zip(case.tracks[:, -1], case.colors)])),
-            "followed": followed.tolist(),
-        }
+        row[name] = {"trajectory_error": trajectory_error(case.tracks, followed),
+                     "first_frame_psnr": first_frame_psnr(video, case.image),
+                     "text_ok": text_accuracy(video, case.tracks, case.colors),
+                     "followed": np.round(followed, 3).tolist()}
     return row
 
 
-def summarise(rows: list[dict], variants=VARIANTS) -> dict:
+def summarise(rows: list[dict], variants: dict = VARIANTS) -> dict:
+    """Means over clips; trajectory errors also as a ratio to the static video's (0 = perfect,
+    1 = no better than not moving)."""
     static = float(np.mean([r["static_error"] for r in rows]))
     out = {"clips": len(rows), "static_error_px": static}
     for name in variants:
@@ -130,7 +120,7 @@ def summarise(rows: list[dict], variants=VARIANTS) -> dict:
 
 
 def markdown_table(summary: dict) -> str:
-    lines = [f"Held-out clips: {summary['clips']}; static-video trajectory error: "
+    lines = [f"Held-out clips: {summary['clips']}; a static video's trajectory error: "
              f"{summary['static_error_px']:.2f} px", "",
              "| variant | trajectory error (px) | ratio to static | first-frame PSNR (dB) | text check |",
              "|---|---|---|---|---|"]
@@ -142,29 +132,52 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_report(rows: list[dict], cases: list[Case], summary: dict, path: Path) -> None:
-    """Requested vs followed tracks over frames for a few clips, and errors per variant."""
+def _report_markdown(summary: dict, meta: dict) -> str:
+    notes = [
+        "", "- trajectory error: mean distance between the requested track and the same point followed "
+        "through the generated video by pyramidal Lucas-Kanade (frames 1..T-1); ratio to static divides "
+        "by the error of a video that does not move (1.0 = the drag had no effect).",
+        "- first-frame PSNR: the generated first frame against the given image.",
+        "- text check: share of objects whose named colour is at their requested last position.",
+        f"- model {meta['model']}, seeds from {meta['seed']}, steps {meta['steps']}, "
+        f"{meta['frames']} frames at {meta['size'][0]}x{meta['size'][1]}.", "", "![report](report.png)"]
+    if meta.get("warning"):
+        notes.insert(0, f"\n**Warning:** {meta['warning']}")
+    return "# dragnuwa evaluation\n\n" + markdown_table(summary) + "\n".join(notes) + "\n"
+
+
+def plot_report(rows: list[dict], summary: dict, path: Path, clips: int = 3) -> None:
+    """Requested vs followed distance from the start over frames for a few clips, and the
+    trajectory error of each variant against the static video's."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = min(3, len(rows))
+    n = min(clips, len(rows))
     fig, axes = plt.subplots(1, n + 1, figsize=(4 * (n + 1), 3.6), dpi=100)
     axes = np.atleast_1d(axes)
-    for ax, row, case in zip(axes[:n], rows, cases):
-        T = case.tracks.shape[1]
-        for k in range(len(case.tracks)):
+    for ax, row in zip(axes[:n], rows):
+        req = np.asarray(row["requested"])
+        frames = range(req.shape[1])
+        for k in range(len(req)):
+            line = ax.plot(frames, np.linalg.norm(req[k] - req[k, 0], axis=-1), "--", lw=2,
+                           label=f"requested #{k}")[0]
             for name, style in (("full", "-"), ("no_trajectory", ":")):
-                f = np.array(row[name]["followed"])[k]
-                ax.plot(range(T), np.linalg.norm(f - f[0], axis=-1), style, label=f"{name} #{k}")
-            ax.plot(range(T), np.linalg.norm(case.tracks[k] - case.tracks[k, 0], axis=-1), "k--", lw=1,
-                    label=f"requested #{k}")
-        ax.set_title(f"seed {case.seed}"), ax.set_xlabel("frame"), ax.set_ylabel("distance from start (px)")
+                if name in row:
+                    f = np.asarray(row[name]["followed"])[k]
+                    ax.plot(frames, np.linalg.norm(f - f[0], axis=-1), style, color=line.get_color(),
+                            label=f"{name} #{k}")
+        ax.set_title(f"seed {row['seed']}")
+        ax.set_xlabel("frame")
+        ax.set_ylabel("distance from start (px)")
         ax.legend(fontsize=6)
     names = [v for v in VARIANTS if v in summary]
-    axes[-1].bar(names + ["static"], [summary[v]["trajectory_error_px"] for v in names] + [summary["static_error_px"]])
-    axes[-1].set_ylabel("trajectory error (px)"), axes[-1].tick_params(axis="x", rotation=30)
+    axes[-1].bar(names, [summary[v]["trajectory_error_px"] for v in names], color="tab:blue")
+    axes[-1].axhline(summary["static_error_px"], color="k", ls="--", label="static video")
+    axes[-1].set_ylabel("trajectory error (px)")
+    axes[-1].tick_params(axis="x", rotation=30)
+    axes[-1].legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -172,32 +185,37 @@ def plot_report(rows: list[dict], cases: list[Case], summary: dict, path: Path) 
 
 
 def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, seed: int = HELD_OUT_SEED,
-                   steps: int | None = None, ablations: bool = True, generate_fn: Callable | None = None,
+                   steps: int | None = None, ablations: bool = True, generate_fn: Generator | None = None,
                    size: tuple[int, int] = (64, 64), frames: int = 14) -> Path:
-    """`dragnuwa evaluate`: metrics on ``count`` held-out clips; returns the markdown report path.
+    """Metrics on ``count`` held-out clips, with and without each condition; returns report.md's path.
 
-    ``generate_fn(image, tracks, text, drop) -> uint8 [T, H, W, 3]`` replaces the model (tests; then
-    ``size``/``frames`` set the clips, otherwise the model's resolution and frame count do).
+    ``generate_fn(image, tracks, text, drop) -> uint8 [T, H, W, 3]`` replaces the model (tests);
+    then ``size=(W, H)`` and ``frames`` set the clips, otherwise the model's resolution does.
     """
-    if generate_fn is None:
-        from dragnuwa.pipeline import load_pipeline
-
-        pipe = load_pipeline(model)
-        cfg = pipe.cfg
-        size, frames = (cfg.width, cfg.height), cfg.frames
-
-        def generate_fn(image, tracks, text, drop):
-            res = pipe.generate(image, tracks, text, steps=steps, seed=0, drop=drop, paste_first=False,
-                                show_progress=False)
-            return res.frames
+    if int(count) < 1:
+        raise UserError(f"--count must be at least 1, got {count}")
+    if steps is not None and int(steps) < 1:
+        raise UserError(f"--steps must be at least 1, got {steps}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output folder {out} is an existing file")
+    injected = generate_fn is not None
+    if not injected:
+        generate_fn, size, frames = pipeline_generator(model, steps)
     variants = VARIANTS if ablations else {"full": ()}
-    cases = held_out_cases(count, seed, frames, size)
+    name = str(model) if isinstance(model, (str, Path)) else type(model).__name__
+    meta = {"model": "custom generator" if injected else name, "seed": int(seed), "steps": steps,
+            "frames": int(frames), "size": [int(size[0]), int(size[1])], "variants": list(variants)}
+    if int(seed) < TRAINING_SEEDS_END:
+        meta["warning"] = (f"seeds from {seed} overlap the training scenes (0..{TRAINING_SEEDS_END - 1}); "
+                           f"use --seed {HELD_OUT_SEED} or above for held-out results")
+        print(f"warning: {meta['warning']}")
+    cases = held_out_cases(int(count), seed, int(frames), tuple(size))
     rows = [evaluate_case(generate_fn, c, variants) for c in tqdm(cases, desc="evaluating", unit="clip")]
     summary = summarise(rows, variants)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "report.json", json.dumps({"summary": summary, "clips": rows}) + "\n")
-    atomic_write_text(out / "report.md", "# dragnuwa evaluation\n\n" + markdown_table(summary))
-    plot_report(rows, cases, summary, out / "report.png")
+    atomic_write_text(out / "report.json", json.dumps({"summary": summary, "meta": meta, "clips": rows}) + "\n")
+    plot_report(rows, summary, out / "report.png")
+    atomic_write_text(out / "report.md", _report_markdown(summary, meta))
     print(markdown_table(summary))
     return out / "report.md"
