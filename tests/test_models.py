@@ -4,6 +4,7 @@ import torch
 from dragnuwa.errors import UserError
 from dragnuwa.models.config import config_from_dict, config_to_dict, get_preset
 from dragnuwa.models.dragnuwa import Cond, DragNUWA, load_model, save_model
+from dragnuwa.models.trajectory_encoder import cumulative_displacement
 
 
 def _cond(model, b=2, t=None, seed=0):
@@ -43,6 +44,7 @@ def test_untrained_trajectory_branch_leaves_output_unchanged():
         for name, p in m.unet.named_parameters():
             if ".gamma." in name or ".beta." in name:
                 p.zero_()
+        m.unet.conv_in.weight[:, 2 * m.latent_shape[0]:] = 0  # and its zero-init trajectory input channels
     C, h, w = m.latent_shape
     x = torch.randn(2, 4, C, h, w)
     cond = _cond(m)
@@ -141,3 +143,42 @@ def test_text_encoder_tokens():
     assert tok.shape[0] == 4 and tok.shape[2] == 384
     assert torch.equal(tok[0], tok[1]) and (tok[0] - tok[2]).abs().max() > 0.1
     assert tok[3].abs().max() == 0 and not mask[3].any() and mask[0].sum() > 3
+
+
+def test_cumulative_displacement_composes_dense_flow_and_follows_a_track():
+    import numpy as np
+
+    from dragnuwa.trajectory import tracks_to_maps
+
+    # Dense: a uniform 1.5 px/frame shift composes to 1.5 t everywhere it stays inside the image.
+    maps = torch.zeros(1, 5, 2, 32, 32)
+    maps[:, 1:, 0] = 1.5
+    d = cumulative_displacement(maps)
+    assert torch.allclose(d[0, :, 0, :, :20], torch.arange(5.0)[:, None, None] * 1.5)
+    assert d[0, :, 1].abs().max() == 0
+    # Sparse: at a Gaussian-spread track's first pixel, D_t is the track's displacement so far,
+    # although each step is stored where the point was in the previous frame.
+    track = np.array([[[10.5, 20.5], [13.5, 21.5], [17.5, 23.5], [20.5, 27.5], [19.5, 30.5]]])
+    d = cumulative_displacement(torch.from_numpy(tracks_to_maps(track, 40, 40))[None])
+    assert torch.allclose(d[0, :, :, 20, 10], torch.from_numpy(track[0] - track[0, 0]).float(), atol=1e-4)
+
+
+def test_a_model_without_cumulative_input_loads_into_one_with_it_unchanged(tmp_path):
+    from dragnuwa.training.checkpoint import load_weights_into
+
+    torch.manual_seed(0)
+    cfg = get_preset("tiny")
+    cfg.traj_cumulative = False
+    old = DragNUWA(cfg).eval()
+    _randomise(old)
+    save_model(tmp_path / "old.safetensors", old)
+    new = DragNUWA(get_preset("tiny")).eval()
+    assert new.cfg.traj_cumulative
+    load_weights_into(new, tmp_path / "old.safetensors")  # extra input channels start at zero
+    C, h, w = old.latent_shape
+    x = torch.randn(2, 4, C, h, w)
+    cond = _cond(old)
+    with torch.no_grad():
+        assert torch.allclose(old(x, torch.zeros(2), cond), new(x, torch.zeros(2), cond), atol=1e-6)
+        # ... and an old file still loads as the architecture it was saved with.
+        assert not load_model(tmp_path / "old.safetensors").cfg.traj_cumulative

@@ -53,18 +53,23 @@ class ModelConfig:
     p_drop_text: float = 0.1
     p_drop_image: float = 0.1
     p_drop_traj: float = 0.1
+    # Also give the model each frame's displacement from frame 0 (the per-frame maps chained, see
+    # ``trajectory_encoder.cumulative_displacement``): into the trajectory encoder and, pooled, into
+    # the UNet input. Not in the paper; without it a small model must integrate the per-frame steps
+    # itself and, on a CPU budget, never learned to (docs/architecture.md). False = paper-exact input.
+    traj_cumulative: bool = False
 
 
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(name="tiny", height=32, width=32, frames=4,
                         autoencoder=AutoencoderConfig(channels=(8, 16, 16), latent_channels=4),
                         unet=UNetConfig(channels=(16, 32), attention_levels=(1,), heads=2, groups=4,
-                                        traj_channels=8), steps=4),
-    "small": ModelConfig(),
+                                        traj_channels=8), steps=4, traj_cumulative=True),
+    "small": ModelConfig(traj_cumulative=True),
     "base": ModelConfig(name="base", height=256, width=256, frames=16,
                         autoencoder=AutoencoderConfig(channels=(64, 128, 256, 256), latent_channels=8),
                         unet=UNetConfig(channels=(192, 384, 576, 768), attention_levels=(1, 2, 3), heads=8,
-                                        groups=32, traj_channels=64), steps=30),
+                                        groups=32, traj_channels=64), steps=30, traj_cumulative=True),
 }
 
 

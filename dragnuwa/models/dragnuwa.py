@@ -2,7 +2,8 @@
 
 ``DragNUWA.forward(x_in, c_noise, cond)`` fuses the three controls (paper Sec. 3.3): the text
 tokens by cross-attention, the first-frame latent concatenated on every frame, and the
-displacement maps through the trajectory encoder into every UNet resolution.
+displacement maps through the trajectory encoder into every UNet resolution (with
+``cfg.traj_cumulative``, also their displacement from frame 0, pooled into the UNet input).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from dragnuwa.errors import UserError, atomic_path
 from dragnuwa.models.autoencoder import Autoencoder
 from dragnuwa.models.config import ModelConfig, config_from_dict, config_to_dict
-from dragnuwa.models.trajectory_encoder import TrajectoryEncoder
+from dragnuwa.models.trajectory_encoder import TrajectoryEncoder, cumulative_displacement
 from dragnuwa.models.unet import VideoUNet
 
 
@@ -63,8 +65,15 @@ class DragNUWA(nn.Module):
         """The network F of EDM: ``x_in [B, T, C, h, w]``, ``c_noise [B]`` -> ``[B, T, C, h, w]``."""
         b, t = x_in.shape[:2]
         image = cond.image[:, None].expand(-1, t, -1, -1, -1)
-        x = rearrange(torch.cat([x_in, image], dim=2), "b t c h w -> (b t) c h w")
-        traj = self.trajectory_encoder(cond.maps)
+        inputs = [x_in, image]
+        cumulative = None
+        if self.cfg.traj_cumulative:
+            cumulative = cumulative_displacement(cond.maps)
+            f = self.cfg.autoencoder.factor
+            pooled = F.avg_pool2d(rearrange(cumulative, "b t c h w -> (b t) c h w"), f)
+            inputs.append(rearrange(pooled, "(b t) c h w -> b t c h w", b=b) / self.trajectory_encoder.cum_scale)
+        x = rearrange(torch.cat(inputs, dim=2), "b t c h w -> (b t) c h w")
+        traj = self.trajectory_encoder(cond.maps, cumulative)
         # A zero token that is always attended keeps cross-attention defined for the null prompt.
         pad = torch.zeros_like(cond.text[:, :1])
         text = torch.cat([pad, cond.text], dim=1)

@@ -24,7 +24,10 @@ class VideoUNet(nn.Module):
         self.base = ch[0]
         emb = 4 * ch[0]
         self.time_mlp = nn.Sequential(nn.Linear(ch[0], emb), nn.SiLU(), nn.Linear(emb, emb))
-        self.conv_in = nn.Conv2d(2 * lat, ch[0], 3, padding=1)  # noisy latent + first-frame latent
+        # noisy latent + first-frame latent (+ pooled displacement from frame 0, 2 channels)
+        self.conv_in = nn.Conv2d(2 * lat + (2 if cfg.traj_cumulative else 0), ch[0], 3, padding=1)
+        with torch.no_grad():  # the trajectory channels start at zero, as the modulation layers do
+            self.conv_in.weight[:, 2 * lat:] = 0
 
         def attn(i, c):
             return SpatioTemporalAttention(c, u.heads, u.text_dim) if i in u.attention_levels else None
@@ -51,7 +54,7 @@ class VideoUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, frames: int, text: torch.Tensor,
                 text_mask: torch.Tensor, traj: list[torch.Tensor]) -> torch.Tensor:
-        """``x [B*T, 2C, h, w]``, ``c_noise [B]``, text ``[B, L, D]``, traj features per level -> ``[B*T, C, h, w]``."""
+        """``x [B*T, 2C (+2), h, w]``, ``c_noise [B]``, text ``[B, L, D]``, traj features per level -> ``[B*T, C, h, w]``."""
         emb = self.time_mlp(timestep_embedding(c_noise, self.base)).repeat_interleave(frames, dim=0)
         h = self.conv_in(x)
         skips = []

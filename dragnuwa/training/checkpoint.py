@@ -61,6 +61,7 @@ def load_weights_into(model, path: str | Path, prefix: str = "") -> None:
         # The latent scale is set by autoencoder training; keep the config (saved with the model) in step.
         model.cfg.autoencoder.scale = src.cfg.autoencoder.scale
     state = {k: v for k, v in src.state_dict().items() if k.startswith(prefix)}
+    state = _widen_inputs(state, model.state_dict())
     try:
         missing = model.load_state_dict(state, strict=False)
     except RuntimeError as e:
@@ -68,3 +69,20 @@ def load_weights_into(model, path: str | Path, prefix: str = "") -> None:
     wrong = [k for k in state if k in missing.unexpected_keys]
     if wrong:
         raise UserError(f"{path} does not match the model: unexpected key {wrong[0]}")
+
+
+def _widen_inputs(state: dict, target: dict) -> dict:
+    """Let a model with extra input channels start from one without them (e.g. ``traj_cumulative``).
+
+    A conv weight that matches except for more input channels is copied into the leading channels
+    and the new ones are zero, so the widened model computes exactly what the source did.
+    """
+    out = dict(state)
+    for k, v in state.items():
+        t = target.get(k)
+        if (t is not None and v.ndim == 4 and t.ndim == 4 and t.shape[1] > v.shape[1]
+                and t.shape[0] == v.shape[0] and t.shape[2:] == v.shape[2:]):
+            wide = torch.zeros_like(t)
+            wide[:, :v.shape[1]] = v
+            out[k] = wide
+    return out
