@@ -88,7 +88,8 @@ def cmd_train_autoencoder(args: argparse.Namespace) -> None:
     from dragnuwa.training import autoencoder
 
     autoencoder.train_autoencoder_from_config(args.config, resume=args.resume,
-                                              max_steps=args.max_steps, out_dir=args.out_dir)
+                                              max_steps=args.max_steps, out_dir=args.out_dir,
+                                              init=args.init, decoder_only=args.decoder_only)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -169,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true")
     s.add_argument("--max-steps", type=_positive_int, default=None)
     s.add_argument("--out-dir", default=None)
+    s.add_argument("--init", default=None, help="model file whose autoencoder to start from")
+    s.add_argument("--decoder-only", action="store_true",
+                   help="train the decoder only (needs --init): the latent space stays valid")
     s.set_defaults(func=cmd_train_autoencoder)
 
     s = sub.add_parser("evaluate", help="trajectory/fidelity/text metrics and ablations on held-out clips")

@@ -126,7 +126,7 @@ def test_cli_bad_config_and_checkpoint_exit_2(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["tiny", "small_stage1", "small_stage2", "base_stage1", "base_stage2",
-                                  "autoencoder_small", "autoencoder_base"])
+                                  "autoencoder_small", "autoencoder_small_decoder", "autoencoder_base"])
 def test_shipped_configs_load(name):
     from pathlib import Path
 
@@ -136,3 +136,25 @@ def test_shipped_configs_load(name):
     path = Path(__file__).parent.parent / "configs" / f"{name}.yaml"
     cfg = load_config(path, AutoencoderTrainConfig if name.startswith("autoencoder") else TrainConfig)
     get_preset(cfg.model)  # names a real preset
+
+
+def test_autoencoder_training_and_decoder_only_fine_tune_keep_the_latent_space(tmp_path):
+    from dragnuwa.models.dragnuwa import load_model
+    from dragnuwa.training.autoencoder import held_out_psnr, train_autoencoder
+    from dragnuwa.training.config import AutoencoderTrainConfig
+
+    torch.manual_seed(0)
+    first = train_autoencoder(AutoencoderTrainConfig(model="tiny", steps=40, batch_size=8, lr=2e-3, log_every=10,
+                                                     ckpt_every=40, photo_fraction=0.0, out_dir=str(tmp_path / "a")))
+    a = load_model(first).autoencoder
+    tuned = train_autoencoder(AutoencoderTrainConfig(model="tiny", steps=150, batch_size=8, lr=2e-3, log_every=10,
+                                                     ckpt_every=150, photo_fraction=0.0, init=str(first),
+                                                     decoder_only=True, out_dir=str(tmp_path / "b")))
+    b = load_model(tuned).autoencoder
+    for (name, pa), pb in zip(a.encoder.state_dict().items(), b.encoder.state_dict().values()):
+        assert torch.equal(pa, pb), name  # the encoder is frozen ...
+    assert float(a.scale) == float(b.scale) != 1.0  # ... and so is the latent scale
+    assert not torch.equal(a.decoder.state_dict()["0.weight"], b.decoder.state_dict()["0.weight"])
+    assert held_out_psnr(b, (32, 32), n=16) > held_out_psnr(a, (32, 32), n=16) + 0.5  # the decoder improved
+    with pytest.raises(UserError, match="init"):
+        train_autoencoder(AutoencoderTrainConfig(model="tiny", steps=1, decoder_only=True, out_dir=str(tmp_path / "c")))

@@ -62,9 +62,16 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", to_yaml(cfg))
     model = DragNUWA(get_preset(cfg.model))
+    if cfg.init:
+        from dragnuwa.training.checkpoint import load_weights_into
+
+        load_weights_into(model, cfg.init, prefix="autoencoder.")
+    elif cfg.decoder_only:
+        raise UserError("decoder_only needs init: the model file whose encoder to keep")
     ae = model.autoencoder
     size = (model.cfg.width, model.cfg.height)
-    opt = torch.optim.AdamW(ae.parameters(), lr=cfg.lr)
+    ae.encoder.requires_grad_(not cfg.decoder_only)
+    opt = torch.optim.AdamW([p for p in ae.parameters() if p.requires_grad], lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps, eta_min=cfg.lr * 0.05)
     step = 0
     ckpt = out / "checkpoint.pt"
@@ -98,10 +105,13 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
                 torch.save({"ae": ae.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                             "step": step}, tmp)
     bar.close()
-    # Latent scale for unit variance (stored in the config and the buffer).
-    with torch.no_grad():
-        z = ae.encoder(frame_batch(np.random.default_rng(123), 64, size, 0.0))
-        scale = float(1.0 / z.std())
+    # Latent scale for unit variance (stored in the config and the buffer); kept with a frozen encoder.
+    if cfg.decoder_only:
+        scale = float(ae.scale)
+    else:
+        with torch.no_grad():
+            z = ae.encoder(frame_batch(np.random.default_rng(123), 64, size, 0.0))
+            scale = float(1.0 / z.std())
     ae.scale.fill_(scale)
     model.cfg.autoencoder.scale = scale
     value = held_out_psnr(ae, size)
@@ -113,9 +123,13 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
     return final
 
 
-def train_autoencoder_from_config(config_path, resume=False, max_steps=None, out_dir=None) -> Path:
+def train_autoencoder_from_config(config_path, resume=False, max_steps=None, out_dir=None, init=None,
+                                  decoder_only=False) -> Path:
     """`dragnuwa train-autoencoder`."""
     cfg = load_config(config_path, AutoencoderTrainConfig)
+    if init is not None:
+        cfg.init = init
+    cfg.decoder_only = cfg.decoder_only or decoder_only
     if max_steps is not None:
         cfg.steps = max_steps
     if out_dir is not None:

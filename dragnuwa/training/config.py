@@ -36,6 +36,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    # Training noise levels: ln(sigma) ~ N(p_mean, p_std^2) (EDM, Karras et al. 2022, Sec. 5). Where
+    # objects go is decided at high sigma; video models shift p_mean up (SVD uses 0.7).
+    p_mean: float = -1.2
+    p_std: float = 1.2
     mixed_precision: str = "bf16"  # "no" or "bf16"
     ckpt_every: int = 200
     log_every: int = 10
@@ -54,6 +58,10 @@ class AutoencoderTrainConfig:
     log_every: int = 25
     seed: int = 0
     out_dir: str = "runs/autoencoder"
+    init: str = ""  # model file whose autoencoder to start from ("" = from scratch)
+    # Train the decoder only: the encoder and latent scale stay, so the latent space (and any
+    # diffusion model trained on it) stays valid while reconstructions get sharper.
+    decoder_only: bool = False
 
 
 def load_config(path: str | Path, cls=TrainConfig):

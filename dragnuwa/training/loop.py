@@ -120,7 +120,7 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
     ema = EMA(model, cfg.ema_decay)
     step = load_checkpoint(ckpt, model, ema.model, optimizer, scheduler) if resume else 0
     # The loss is the module's forward so DistributedDataParallel sees it and syncs gradients.
-    objective = _Objective(EDMDenoiser(model, model.cfg.sigma_data))
+    objective = _Objective(EDMDenoiser(model, model.cfg.sigma_data, p_mean=cfg.p_mean, p_std=cfg.p_std))
     objective, optimizer = accelerator.prepare(objective, optimizer)
     mcfg = model.cfg
 
