@@ -125,7 +125,7 @@ def test_cli_bad_config_and_checkpoint_exit_2(tmp_path):
         assert r.returncode == 2 and len(lines) == 1 and "error:" in lines[0], r.stderr
 
 
-@pytest.mark.parametrize("name", ["tiny", "small_stage1", "small_stage2", "base_stage1", "base_stage2",
+@pytest.mark.parametrize("name", ["tiny", "small_stage1", "small_stage2", "small_stage2c", "base_stage1", "base_stage2",
                                   "autoencoder_small", "autoencoder_small_decoder", "autoencoder_base"])
 def test_shipped_configs_load(name):
     from pathlib import Path
