@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The exact chain of runs behind dragnuwa/assets/model/dragnuwa_small.safetensors (2-core CPU,
 # about 2.5 hours in all; docs/model_card.md has the figures of each run).
+# Runs 4-6 of the bundled file started from run 1-3's weights as the previous bundled file holds
+# them (fp16, upcast): the same weights to fp16 precision.
 # Runs 1-3 trained the paper-exact model; run 4 widened it to `traj_cumulative` (new inputs start
 # at zero, so it continues exactly where run 3 stopped) and runs 4-5 continued it.
 set -euo pipefail
@@ -12,8 +14,8 @@ dragnuwa train --config configs/small_stage1.yaml --max-steps 900
 dragnuwa train --config configs/small_stage2.yaml --init runs/small_stage1/model.safetensors --max-steps 1100
 # 4-5. With the displacement-from-frame-0 input: stage 1 again, then stage 2 with higher noise levels.
 dragnuwa train --config configs/small_stage1.yaml --init runs/small_stage2/model.safetensors \
-  --max-steps 600 --out-dir runs/c_stage1  # stopped at its step-600 checkpoint (it was set to 1500)
+  --max-steps 600 --out-dir runs/c_stage1
 dragnuwa train --config configs/small_stage2c.yaml  # init: run 4's raw weights at step 600
 # Export (fp16, with the fine-tuned decoder), examples, evaluation, benchmark.
 bash scripts/finish_bundled_model.sh runs/c_stage2/model.safetensors 100 10 \
-  runs/autoencoder_small_decoder/model.safetensors
+  runs/autoencoder_small_decoder/model.safetensors 5  # trajectory guidance 5: best on validation seeds

@@ -27,9 +27,6 @@ def test_demo_writes_a_video(tmp_path):
     assert np.abs(np.diff(frames.astype(float), axis=0)).mean() > 0.5  # it moves
 
 
-@pytest.mark.xfail(strict=True, reason="the CPU-trained bundled model (2,000 steps) does not follow drags yet: "
-                   "trajectory error 1.01x a static video on 30 held-out clips (docs/eval); strict, so it "
-                   "fails loudly once a model that does is bundled")
 def test_bundled_model_follows_the_drag_better_than_without_it():
     from dragnuwa.demo import example_paths
     from dragnuwa.evaluate import track_points, trajectory_error
@@ -46,4 +43,6 @@ def test_bundled_model_follows_the_drag_better_than_without_it():
             moving = np.ptp(res.tracks, axis=1).max(axis=1) > 1  # anchors excluded
             followed = track_points(res.frames, res.tracks[moving, 0])
             errors.setdefault(drop, []).append(trajectory_error(res.tracks[moving], followed))
-    assert np.mean(errors[()]) < np.mean(errors[("traj",)]), errors
+    # Measured 6.19 px with the drags vs 8.51 px without (0.73x) on the bundled model; 0.85 leaves
+    # room for float differences between machines, not for a model that ignores the drags (1.0x).
+    assert np.mean(errors[()]) < 0.85 * np.mean(errors[("traj",)]), errors
