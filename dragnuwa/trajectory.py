@@ -11,6 +11,7 @@ Pixel convention: pixel (i, j) covers [j, j+1) x [i, i+1); a point (x, y) lies i
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,7 +224,8 @@ class TrajectorySampler:
         moving = cands[motion_intensity(cands) >= self.min_motion]
         pool = moving if len(moving) else cands
         if len(pool) == 0:
-            raise UserError("no trackable points: every track left the frame or failed the consistency check")
+            raise UserError("no trackable points: every track left the frame or failed the consistency check "
+                            "(a low-texture video? `dragnuwa tracks --flow farneback` is smoother)")
         return sample_tracks(pool, self.max_tracks, rng)
 
 
@@ -239,6 +241,10 @@ def run_tracks_command(video: str, out: str, max_tracks: int = 8, flow: str = "d
     frames, fps = vio.read_video(video, size=size, max_frames=max_frames)
     tracks = TrajectorySampler(max_tracks=max_tracks, flow=flow).sample(frames, np.random.default_rng(seed),
                                                                         progress=True)
+    if len(tracks) < max_tracks:
+        # Few survivors usually means flat regions where the forward-backward check rejects the flow.
+        print(f"found {len(tracks)} of {max_tracks} tracks; on low-texture video `--flow farneback` keeps more",
+              file=sys.stderr)
     H, W = frames.shape[1:3]
     save_tracks(out, TrackSet.from_array(tracks, W, H))
     if viz:

@@ -104,3 +104,21 @@ def test_sampler_needs_two_frames():
 
     with pytest.raises(UserError, match="at least 2 frames"):
         tj.TrajectorySampler().sample(np.zeros((1, 16, 16, 3), np.uint8), np.random.default_rng(0))
+
+
+def test_too_few_tracks_point_to_a_smoother_flow(tmp_path, monkeypatch, capsys):
+    """Flat video where the consistency check rejects the flow: the error / warning names the fix."""
+    from dragnuwa import trajectory
+    from dragnuwa.errors import UserError
+    from dragnuwa.video import write_video
+
+    video = tmp_path / "flat.mp4"
+    write_video(video, np.full((4, 32, 32, 3), 128, np.uint8), 8)
+    two = np.stack([np.full((4, 2), 5.0), np.full((4, 2), 9.0)]).astype(np.float32)
+    monkeypatch.setattr(trajectory.TrajectorySampler, "candidates", lambda self, *a, **k: two)
+    out = trajectory.run_tracks_command(str(video), str(tmp_path / "t.json"), max_tracks=4)
+    assert out.is_file() and "found 2 of 4 tracks" in capsys.readouterr().err
+    monkeypatch.setattr(trajectory.TrajectorySampler, "candidates", lambda self, *a, **k: two[:0])
+    with pytest.raises(UserError, match="--flow farneback"):
+        trajectory.run_tracks_command(str(video), str(tmp_path / "t2.json"), max_tracks=4)
+    assert not (tmp_path / "t2.json").exists()
