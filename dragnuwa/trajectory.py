@@ -220,7 +220,10 @@ class TrajectorySampler:
 
     def sample(self, frames: np.ndarray, rng: np.random.Generator, progress: bool = False) -> np.ndarray:
         """1..``max_tracks`` tracks ``[n, T, 2]``, preferring moving ones (motion-weighted)."""
-        cands = self.candidates(frames, rng, progress=progress)
+        return self.choose(self.candidates(frames, rng, progress=progress), rng)
+
+    def choose(self, cands: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """1..``max_tracks`` of the candidate tracks ``[M, T, 2]``, preferring moving ones."""
         moving = cands[motion_intensity(cands) >= self.min_motion]
         pool = moving if len(moving) else cands
         if len(pool) == 0:
@@ -239,12 +242,13 @@ def run_tracks_command(video: str, out: str, max_tracks: int = 8, flow: str = "d
 
     get_flow(flow)  # unknown backend: fail before decoding
     frames, fps = vio.read_video(video, size=size, max_frames=max_frames)
-    tracks = TrajectorySampler(max_tracks=max_tracks, flow=flow).sample(frames, np.random.default_rng(seed),
-                                                                        progress=True)
-    if len(tracks) < max_tracks:
+    sampler, rng = TrajectorySampler(max_tracks=max_tracks, flow=flow), np.random.default_rng(seed)
+    cands = sampler.candidates(frames, rng, progress=True)
+    if len(cands) < max_tracks:
         # Few survivors usually means flat regions where the forward-backward check rejects the flow.
-        print(f"found {len(tracks)} of {max_tracks} tracks; on low-texture video `--flow farneback` keeps more",
-              file=sys.stderr)
+        print(f"only {len(cands)} trackable points for {max_tracks} tracks; on low-texture video "
+              "`--flow farneback` keeps more", file=sys.stderr)
+    tracks = sampler.choose(cands, rng)  # same draws as sampler.sample(frames, rng)
     H, W = frames.shape[1:3]
     save_tracks(out, TrackSet.from_array(tracks, W, H))
     if viz:

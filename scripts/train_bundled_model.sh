@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # The exact chain of runs behind dragnuwa/assets/model/dragnuwa_small.safetensors (2-core CPU,
-# about 2.5 hours in all; docs/model_card.md has the figures of each run).
-# Runs 4-6 of the bundled file started from run 1-3's weights as the previous bundled file holds
-# them (fp16, upcast): the same weights to fp16 precision.
+# about 2 hours in all; docs/model_card.md has the figures of each run).
 # Runs 1-3 trained the paper-exact model; run 4 widened it to `traj_cumulative` (new inputs start
-# at zero, so it continues exactly where run 3 stopped) and runs 4-5 continued it.
+# at zero, so it continues exactly where run 3 stopped) and runs 4-5 continued it. For the bundled
+# file, runs 4-5 started from run 3's weights as the previous bundled file held them (fp16, upcast).
 set -euo pipefail
 # 1. Frame autoencoder, then a decoder-only fine-tune (encoder and latent scale frozen).
 dragnuwa train-autoencoder --config configs/autoencoder_small.yaml

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 from scipy.stats import chisquare
@@ -117,7 +119,13 @@ def test_too_few_tracks_point_to_a_smoother_flow(tmp_path, monkeypatch, capsys):
     two = np.stack([np.full((4, 2), 5.0), np.full((4, 2), 9.0)]).astype(np.float32)
     monkeypatch.setattr(trajectory.TrajectorySampler, "candidates", lambda self, *a, **k: two)
     out = trajectory.run_tracks_command(str(video), str(tmp_path / "t.json"), max_tracks=4)
-    assert out.is_file() and "found 2 of 4 tracks" in capsys.readouterr().err
+    assert out.is_file() and "only 2 trackable points for 4 tracks" in capsys.readouterr().err
+    # Enough candidates: no warning, even when the sampler draws fewer than max_tracks (seed 1 draws 2).
+    eight = np.concatenate([two] * 4)
+    monkeypatch.setattr(trajectory.TrajectorySampler, "candidates", lambda self, *a, **k: eight)
+    trajectory.run_tracks_command(str(video), str(tmp_path / "t.json"), max_tracks=4, seed=1)
+    assert len(json.loads((tmp_path / "t.json").read_text())["tracks"]) == 2
+    assert "trackable points" not in capsys.readouterr().err
     monkeypatch.setattr(trajectory.TrajectorySampler, "candidates", lambda self, *a, **k: two[:0])
     with pytest.raises(UserError, match="--flow farneback"):
         trajectory.run_tracks_command(str(video), str(tmp_path / "t2.json"), max_tracks=4)
