@@ -81,7 +81,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from dragnuwa.training import loop
 
     loop.train_from_config(args.config, stage=args.stage, init=args.init, resume=args.resume,
-                           max_steps=args.max_steps, out_dir=args.out_dir)
+                           max_steps=args.max_steps, out_dir=args.out_dir, batch_size=args.batch_size,
+                           workers=args.workers, max_minutes=args.max_minutes)
 
 
 def cmd_train_autoencoder(args: argparse.Namespace) -> None:
@@ -163,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue the run in the output folder exactly")
     s.add_argument("--max-steps", type=_positive_int, default=None, help="override total steps")
     s.add_argument("--out-dir", default=None, help="override the config's output folder")
+    s.add_argument("--batch-size", type=_positive_int, default=None, help="override the batch size")
+    s.add_argument("--workers", type=int, default=None,
+                   help="processes rendering batches ahead (a GPU needs ~1 per CPU core; default: config's)")
+    s.add_argument("--max-minutes", type=float, default=None,
+                   help="wall-clock budget: stop, checkpoint and export when spent")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("train-autoencoder", help="train the frame autoencoder")

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -87,6 +89,10 @@ def test_save_load_round_trip(tmp_path, model):
         assert torch.equal(model(x, torch.ones(1), cond), back(x, torch.ones(1), cond))
     half = save_model(tmp_path / "h.safetensors", model, half=True)
     assert half.stat().st_size < 0.6 * path.stat().st_size
+    # safetensors replaces the temporary file it is given: the saved file still gets plain-open() mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_bad_model_files(tmp_path, model):
@@ -143,6 +149,24 @@ def test_text_encoder_tokens():
     assert tok.shape[0] == 4 and tok.shape[2] == 384
     assert torch.equal(tok[0], tok[1]) and (tok[0] - tok[2]).abs().max() > 0.1
     assert tok[3].abs().max() == 0 and not mask[3].any() and mask[0].sum() > 3
+
+
+def test_text_encoder_batches_new_prompts_and_bounds_its_cache():
+    from dragnuwa.models.text_encoder import shared_text_encoder
+
+    enc = shared_text_encoder()
+    prompts = [f"a red circle moves {d}" for d in ("left", "right", "up", "down")] + [""]
+    one_by_one = torch.cat([enc.encode([p])[0] for p in prompts])
+    enc._cache.clear()
+    batched, _ = enc.encode(prompts)  # one forward for the 4 new prompts
+    assert (batched - one_by_one).abs().max() < 1e-5
+    old = enc.cache_size
+    try:
+        enc.cache_size = 3  # training meets a new caption nearly every sample: the cache must not grow
+        enc.encode([f"a shape number {i}" for i in range(10)])
+        assert len(enc._cache) == 3 and "a shape number 9" in enc._cache
+    finally:
+        enc.cache_size = old
 
 
 def test_cumulative_displacement_composes_dense_flow_and_follows_a_track():

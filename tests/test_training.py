@@ -18,6 +18,9 @@ class FakeText:
         toks = torch.stack([torch.full((4, 384), float(len(p) % 7) / 7) for p in prompts])
         return toks, torch.ones(len(prompts), 4, dtype=torch.bool)
 
+    def to(self, device):
+        return self
+
 
 class TinyData(torch.utils.data.Dataset):
     def __init__(self, n=2, stage=1):
@@ -73,10 +76,26 @@ def test_resume_continues_exactly(tmp_path):
     part = _cfg(tmp_path / "b", steps=3)
     train(part, model=fresh(), dataset=TinyData(), text_encoder=FakeText())
     part.steps = 6
+    part.workers = 2  # batches rendered ahead by worker processes: the same batches, in order
     train(part, resume=True, model=fresh(), dataset=TinyData(), text_encoder=FakeText())
     a, b = _losses(full), _losses(part)
     assert len(a) == 6 and len(b) == 6
     assert abs(a[3] - b[3]) < 1e-6 and abs(a[5] - b[5]) < 1e-6, (a, b)
+
+
+def test_time_budget_stops_checkpoints_and_exports(tmp_path):
+    from dragnuwa.models.config import get_preset
+    from safetensors import safe_open
+
+    from dragnuwa.models.dragnuwa import DragNUWA
+
+    cfg = _cfg(tmp_path, steps=1000, ckpt_every=1000, max_minutes=1e-6)
+    out = train(cfg, model=DragNUWA(get_preset("tiny")), dataset=TinyData(), text_encoder=FakeText())
+    # Over budget after the first step: it stops there with a checkpoint and an exported model.
+    assert len(_losses(cfg)) == 1
+    assert (tmp_path / "run" / "checkpoint" / "state.pt").is_file()
+    with safe_open(str(out), framework="pt") as f:
+        assert json.loads(f.metadata()["extra"])["steps"] == 1
 
 
 def test_stage2_from_stage1_init(tmp_path):
@@ -125,7 +144,7 @@ def test_cli_bad_config_and_checkpoint_exit_2(tmp_path):
         assert r.returncode == 2 and len(lines) == 1 and "error:" in lines[0], r.stderr
 
 
-@pytest.mark.parametrize("name", ["tiny", "small_stage1", "small_stage2", "small_stage2c", "base_stage1", "base_stage2",
+@pytest.mark.parametrize("name", ["tiny", "small_stage1", "small_stage2", "small_stage2c", "small_stage2_gpu", "base_stage1", "base_stage2",
                                   "autoencoder_small", "autoencoder_small_decoder", "autoencoder_base"])
 def test_shipped_configs_load(name):
     from pathlib import Path

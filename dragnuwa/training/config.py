@@ -45,6 +45,8 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     out_dir: str = "runs/train"
+    workers: int = 0  # DataLoader processes rendering batches ahead (0: in the training process)
+    max_minutes: float = 0.0  # wall-clock budget: stop, checkpoint and export when spent (0: none)
 
 
 @dataclass
@@ -86,6 +88,8 @@ def validate(cfg) -> None:
             raise UserError(f"mixed_precision must be 'no' or 'bf16', got {cfg.mixed_precision!r}")
         if cfg.data.source not in ("synthetic", "folder"):
             raise UserError(f"data.source must be 'synthetic' or 'folder', got {cfg.data.source!r}")
+        if cfg.workers < 0 or cfg.max_minutes < 0:
+            raise UserError(f"workers and max_minutes must be >= 0, got {cfg.workers} and {cfg.max_minutes}")
     for name in ("steps", "batch_size"):
         if getattr(cfg, name) <= 0:
             raise UserError(f"{name} must be positive, got {getattr(cfg, name)}")

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from dragnuwa.errors import UserError, atomic_write_text
-from dragnuwa.training.config import TrainConfig, load_config, to_yaml
+from dragnuwa.training.config import TrainConfig, load_config, to_yaml, validate
 
 
 def build_dataset(cfg: TrainConfig, model_cfg):
@@ -40,6 +40,44 @@ def batch_at(dataset, step: int, batch_size: int, rank: int, world: int) -> dict
             "maps": torch.stack([it["maps"] for it in items])}
 
 
+class _Batches(torch.utils.data.Dataset):
+    """Micro-batch k of the run (``batch_at``) as one item, so DataLoader workers can render ahead
+    while the order stays a pure function of k (exact resume holds with any ``workers``)."""
+
+    def __init__(self, dataset, batch_size: int, rank: int, world: int, first: int, last: int):
+        self.dataset, self.batch_size, self.rank, self.world = dataset, batch_size, rank, world
+        self.first, self.last = first, last
+
+    def __len__(self) -> int:
+        return self.last - self.first
+
+    def __getitem__(self, k: int) -> dict:
+        return batch_at(self.dataset, self.first + k, self.batch_size, self.rank, self.world)
+
+
+def _worker_init(_):
+    import cv2
+
+    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would oversubscribe
+
+
+def micro_batches(dataset, cfg: TrainConfig, start_step: int, rank: int, world: int):
+    """Iterator over the micro-batches from ``start_step`` on; ``cfg.workers`` processes render them."""
+    items = _Batches(dataset, cfg.batch_size, rank, world, start_step * cfg.grad_accum, cfg.steps * cfg.grad_accum)
+    if cfg.workers == 0:
+        yield from (items[k] for k in range(len(items)))
+        return
+    # spawn, not fork: a child forked after OpenCV/OpenMP ran threads in this process can deadlock.
+    loader = torch.utils.data.DataLoader(items, batch_size=None, shuffle=False, num_workers=cfg.workers,
+                                         worker_init_fn=_worker_init, prefetch_factor=4,
+                                         multiprocessing_context="spawn", pin_memory=torch.cuda.is_available())
+    it = iter(loader)
+    try:
+        yield from it
+    finally:  # close() on an early stop drops the last reference: the workers end now, not amid exit
+        del it
+
+
 def plot_losses(log_path: Path, png_path: Path) -> None:
     """Loss curve PNG from the JSONL log (raw and smoothed), written atomically."""
     import matplotlib
@@ -49,6 +87,8 @@ def plot_losses(log_path: Path, png_path: Path) -> None:
 
     from dragnuwa.errors import atomic_path
 
+    if not log_path.is_file():
+        return
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     if not rows:
         return
@@ -112,7 +152,13 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
         load_weights_into(model, cfg.init)
     model.autoencoder.requires_grad_(False)
     dataset = dataset if dataset is not None else build_dataset(cfg, model.cfg)
-    text_encoder = text_encoder or shared_text_encoder()
+    text_encoder = (text_encoder or shared_text_encoder()).to(accelerator.device)
+    if accelerator.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        if cfg.workers == 0 and accelerator.is_main_process:
+            print("note: workers 0 renders every clip in the training process, which will leave the GPU "
+                  "waiting; set --workers (about one per spare CPU core)")
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -122,6 +168,7 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
     # The loss is the module's forward so DistributedDataParallel sees it and syncs gradients.
     objective = _Objective(EDMDenoiser(model, model.cfg.sigma_data, p_mean=cfg.p_mean, p_std=cfg.p_std))
     objective, optimizer = accelerator.prepare(objective, optimizer)
+    ema.model.to(accelerator.device)  # prepare() moved the model; its average lives beside it
     mcfg = model.cfg
 
     log_path = out / "log.jsonl"
@@ -132,21 +179,23 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
             log_path.unlink()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"stage {cfg.stage}", unit="step",
                disable=not accelerator.is_main_process)
-    t_last = time.time()
+    t_last = t_start = time.time()
+    logged = step
+    batches = micro_batches(dataset, cfg, step, rank, world)
+    dev = accelerator.device
     while step < cfg.steps:
         # Every random draw of this step comes from a generator keyed by (seed, step, rank).
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 97 + rank)
         total = 0.0
         for micro in range(cfg.grad_accum):
-            batch = batch_at(dataset, step * cfg.grad_accum + micro, cfg.batch_size, rank, world)
+            batch = next(batches)
             with torch.no_grad():
-                x0 = model.autoencoder.encode(batch["video"])  # [B, T, C, h, w]
+                x0 = model.autoencoder.encode(batch["video"].to(dev, non_blocking=True))  # [B, T, C, h, w]
                 text, mask = text_encoder.encode(batch["text"])
             b = x0.shape[0]
-            cond = Cond(text, mask, x0[:, 0], batch["maps"]).drop(
-                torch.rand(b, generator=gen) >= mcfg.p_drop_text,
-                torch.rand(b, generator=gen) >= mcfg.p_drop_image,
-                torch.rand(b, generator=gen) >= mcfg.p_drop_traj)
+            keep = [(torch.rand(b, generator=gen) >= p).to(dev) for p in
+                    (mcfg.p_drop_text, mcfg.p_drop_image, mcfg.p_drop_traj)]
+            cond = Cond(text, mask, x0[:, 0], batch["maps"].to(dev, non_blocking=True)).drop(*keep)
             with accelerator.accumulate(objective), accelerator.autocast():
                 loss = objective(x0, cond, gen)
                 accelerator.backward(loss)
@@ -160,18 +209,26 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{total:.4f}")
-        if accelerator.is_main_process and (step % cfg.log_every == 0 or step == cfg.steps):
+        # A wall-clock budget (e.g. a lent GPU): stop here, checkpoint and export as at the last step.
+        # Any process out of time stops them all, at the same step.
+        out_of_time = cfg.max_minutes > 0 and accelerator.reduce(
+            torch.tensor([float(time.time() - t_start > 60 * cfg.max_minutes)], device=dev), "max").item() > 0
+        if accelerator.is_main_process and (step % cfg.log_every == 0 or step == cfg.steps or out_of_time):
             now = time.time()
             row = {"step": step, "loss": total, "lr": scheduler.get_last_lr()[0],
-                   "sec_per_step": (now - t_last) / cfg.log_every}
-            t_last = now
+                   "sec_per_step": (now - t_last) / (step - logged)}
+            t_last, logged = now, step
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 save_checkpoint(ckpt, model, ema.model, optimizer, scheduler, step)
                 plot_losses(log_path, out / "loss.png")
+        if out_of_time:
+            bar.write(f"time budget of {cfg.max_minutes:g} min reached at step {step}")
+            break
+    batches.close()
     bar.close()
     final = out / "model.safetensors"
     if accelerator.is_main_process:
@@ -180,9 +237,14 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
     return final
 
 
-def train_from_config(config_path, stage=None, init=None, resume=False, max_steps=None, out_dir=None) -> Path:
+def train_from_config(config_path, stage=None, init=None, resume=False, max_steps=None, out_dir=None,
+                      batch_size=None, workers=None, max_minutes=None) -> Path:
     """`dragnuwa train`: load the YAML config, apply command-line overrides, train."""
     cfg = load_config(config_path)
+    for name, value in (("batch_size", batch_size), ("workers", workers), ("max_minutes", max_minutes)):
+        if value is not None:
+            setattr(cfg, name, value)
+    validate(cfg)
     if stage is not None:
         cfg.stage = stage
     if init is not None:
