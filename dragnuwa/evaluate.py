@@ -116,7 +116,28 @@ def summarise(rows: list[dict], variants: dict = VARIANTS) -> dict:
     if "full" in out and "no_trajectory" in out:
         out["no_trajectory_vs_full"] = out["no_trajectory"]["trajectory_error_px"] / max(
             out["full"]["trajectory_error_px"], 1e-9)
+    ablations = {name: paired_comparison(rows, name, *ABLATION_CHECKS[name])
+                 for name in variants if name in ABLATION_CHECKS and "full" in variants}
+    if ablations:
+        out["ablations"] = ablations
     return out
+
+
+# Each ablation on the check of the condition it drops: (row key, True if higher is better).
+ABLATION_CHECKS = {"no_trajectory": ("trajectory_error", False), "no_text": ("text_ok", True),
+                   "no_image": ("first_frame_psnr", True)}
+
+
+def paired_comparison(rows: list[dict], variant: str, key: str, higher_is_better: bool) -> dict:
+    """Is ``variant`` worse than the full model on ``key``? Per-clip pairs: how many clips got worse or
+    better, and the two-sided Wilcoxon signed-rank p-value ("measurably worse" = mostly worse, small p)."""
+    from scipy.stats import wilcoxon
+
+    full = np.array([r["full"][key] for r in rows], float)
+    ablated = np.array([r[variant][key] for r in rows], float)
+    gain = (full - ablated) if higher_is_better else (ablated - full)  # > 0: dropping it made it worse
+    p = float(wilcoxon(gain).pvalue) if np.any(gain != 0) else 1.0
+    return {"check": key, "worse": int((gain > 0).sum()), "better": int((gain < 0).sum()), "p_value": p}
 
 
 def markdown_table(summary: dict) -> str:
@@ -129,6 +150,11 @@ def markdown_table(summary: dict) -> str:
             s = summary[name]
             lines.append(f"| {name} | {s['trajectory_error_px']:.2f} | {s['ratio_to_static']:.2f} | "
                          f"{s['first_frame_psnr_db']:.1f} | {100 * s['text_accuracy']:.0f}% |")
+    if summary.get("ablations"):
+        lines += ["", "Each ablation on its own check, against the full model clip by clip (Wilcoxon signed-rank):", ""]
+        for name, a in summary["ablations"].items():
+            lines.append(f"- {name}: {a['check']} worse on {a['worse']} clips, better on {a['better']} "
+                         f"(p = {a['p_value']:.2g})")
     return "\n".join(lines) + "\n"
 
 

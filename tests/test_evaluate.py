@@ -125,7 +125,14 @@ def test_run_evaluation_with_ground_truth_and_static_generators(tmp_path):
     assert abs(summary["no_trajectory"]["ratio_to_static"] - 1.0) < 1e-4
     assert summary["no_trajectory_vs_full"] > 8
     assert summary["full"]["first_frame_psnr_db"] == 100.0 and summary["full"]["text_accuracy"] == 1.0
+    # Paired per-clip tests: the static video is worse on all 6 clips (exact two-sided p = 2/64);
+    # this generator ignores text and image, so those ablations change nothing.
+    abl = summary["ablations"]
+    assert (abl["no_trajectory"]["worse"], abl["no_trajectory"]["better"]) == (6, 0)
+    assert abs(abl["no_trajectory"]["p_value"] - 2 / 64) < 1e-9
+    assert abl["no_text"] == {"check": "text_ok", "worse": 0, "better": 0, "p_value": 1.0}
     md = report.read_text()
+    assert "no_trajectory: trajectory_error worse on 6 clips, better on 0 (p = 0.031)" in md
     assert report.name == "report.md" and md.count("\n| ") == 5 and "| no_image |" in md
     png = (tmp_path / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
