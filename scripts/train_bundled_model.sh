@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The exact chain of runs behind dragnuwa/assets/model/dragnuwa_small.safetensors (2-core CPU,
-# about 2 hours in all; docs/model_card.md has the figures of each run).
+# The exact chain of runs behind dragnuwa/assets/model/dragnuwa_small.safetensors: runs 1-5 on a
+# 2-core CPU (about 2 hours), run 6 on one GPU (an H200, 10.7 min); docs/model_card.md has the figures.
 # Runs 1-3 trained the paper-exact model; run 4 widened it to `traj_cumulative` (new inputs start
 # at zero, so it continues exactly where run 3 stopped) and runs 4-5 continued it. For the bundled
 # file, runs 4-5 started from run 3's weights as the previous bundled file held them (fp16, upcast).
@@ -15,6 +15,16 @@ dragnuwa train --config configs/small_stage2.yaml --init runs/small_stage1/model
 dragnuwa train --config configs/small_stage1.yaml --init runs/small_stage2/model.safetensors \
   --max-steps 600 --out-dir runs/c_stage1
 dragnuwa train --config configs/small_stage2c.yaml  # init: run 4's raw weights at step 600
-# Export (fp16, with the fine-tuned decoder), examples, evaluation, benchmark.
-bash scripts/finish_bundled_model.sh runs/c_stage2/model.safetensors 100 10 \
-  runs/autoencoder_small_decoder/model.safetensors 5  # trajectory guidance 5: best on validation seeds
+# Export run 5 (fp16, with the fine-tuned decoder): the start of run 6.
+python - <<'PY'
+from dragnuwa.models.dragnuwa import load_model, save_model
+from dragnuwa.training.checkpoint import load_weights_into
+model = load_model("runs/c_stage2/model.safetensors")
+load_weights_into(model, "runs/autoencoder_small_decoder/model.safetensors", prefix="autoencoder.")
+model.cfg.traj_guidance = 5.0
+save_model("runs/c_stage2/export_fp16.safetensors", model, half=True)
+PY
+# 6. Stage 2 at batch 64 on one GPU (the config says how the bundled run was split in two).
+dragnuwa train --config configs/small_stage2_gpu.yaml
+# Export (fp16; the autoencoder came with run 6's init), examples, evaluation, benchmark.
+bash scripts/finish_bundled_model.sh runs/gpu_stage2/model.safetensors 100 10 "" 5  # guidance 5: best on validation seeds
