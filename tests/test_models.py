@@ -206,3 +206,30 @@ def test_a_model_without_cumulative_input_loads_into_one_with_it_unchanged(tmp_p
         assert torch.allclose(old(x, torch.zeros(2), cond), new(x, torch.zeros(2), cond), atol=1e-6)
         # ... and an old file still loads as the architecture it was saved with.
         assert not load_model(tmp_path / "old.safetensors").cfg.traj_cumulative
+
+
+def test_trajectory_features_are_reused_across_sampler_steps_only_for_the_same_maps():
+    torch.manual_seed(0)
+    model = DragNUWA(get_preset("tiny")).eval()
+    with torch.no_grad():  # zero-initialised output layers would make every output 0
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    C, h, w = model.latent_shape
+    cond = _cond(model, b=1)
+    x, s = torch.randn(1, model.cfg.frames, C, h, w), torch.ones(1)
+
+    def fresh():
+        model._traj_memo = None
+        return model(x, s, cond)
+
+    with torch.no_grad():
+        first = fresh()
+        assert model._traj_memo is not None and torch.equal(model(x, s, cond), first)  # reused: same output
+        cond.maps.add_(1.0)  # edited in place: must be recomputed
+        edited = model(x, s, cond)
+        assert (edited - first).abs().max() > 1e-4 and torch.equal(edited, fresh())
+        other = Cond(cond.text, cond.text_mask, cond.image, cond.maps.clone() * 0)  # a new maps tensor
+        assert torch.equal(model(x, s, other), model(x, s, other.drop(*(torch.ones(1, dtype=torch.bool),) * 3)))
+        assert (model(x, s, other) - edited).abs().max() > 1e-4
+    model(x, s, cond)  # training (grad on) never keeps a memo
+    assert model._traj_memo is None
