@@ -120,6 +120,36 @@ def test_clip_folder_reads_synth_output(tmp_path):
     assert batch["video"].shape == (2, 5, 3, 32, 48) and len(batch["text"]) == 2
 
 
+def test_clip_folder_varies_window_and_tracks_per_epoch(tmp_path):
+    from dragnuwa.training.loop import batch_at
+    from dragnuwa.trajectory import flow_to_maps
+
+    write_dataset(tmp_path, count=2, frames=10, size=(32, 32), seed=5)
+    clip = render_clip(5, 10, (32, 32))
+    s1 = ClipFolder(tmp_path, frames=4, size=(32, 32), stage=1)
+    assert s1.sample(0, 0)["start"] == 0 and torch.equal(s1.sample(0, 0)["maps"], s1[0]["maps"])
+    starts = set()
+    for epoch in range(1, 9):
+        item = s1.sample(0, epoch)
+        t0 = item["start"]
+        starts.add(t0)
+        assert item["start"] == s1.sample(0, epoch)["start"]  # deterministic per (clip, epoch)
+        # The window's frames and its own flow, not the first frames' flow.
+        video = (item["video"] + 1) * 127.5
+        mse = [torch.mean((video - torch.from_numpy(clip.frames[t:t + 4]).permute(0, 3, 1, 2).float()) ** 2)
+               for t in range(7)]
+        assert int(np.argmin(mse)) == t0  # lossy H.264 at 32 px, but the window is clearly this one
+        assert np.abs(item["maps"].numpy() - flow_to_maps(clip.flow[t0:t0 + 3])).max() < 0.02
+    assert len(starts) >= 3 and starts <= set(range(7))  # 10 frames, windows of 4: starts 0..6
+    # Stage 2: new tracks each epoch; batch_at walks epoch 0, then epoch 1, ... over the folder.
+    s2 = ClipFolder(tmp_path, frames=4, size=(32, 32), stage=2)
+    assert not torch.equal(s2.sample(1, 1)["maps"], s2.sample(1, 2)["maps"])
+    seen = []
+    s2.sample = lambda i, epoch: seen.append((i, epoch)) or ClipFolder.sample(s2, i, epoch)
+    batch_at(s2, step=1, batch_size=3, rank=0, world=1)
+    assert seen == [(1, 1), (0, 2), (1, 2)]
+
+
 def test_clip_folder_errors(tmp_path):
     with pytest.raises(UserError, match="not found"):
         ClipFolder(tmp_path / "nope")

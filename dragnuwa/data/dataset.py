@@ -138,27 +138,40 @@ class ClipFolder(Dataset):
         return len(self.videos)
 
     def __getitem__(self, i: int) -> dict:
+        return self.sample(i, epoch=0)
+
+    def sample(self, i: int, epoch: int) -> dict:
+        """Clip ``i`` as seen in pass ``epoch`` over the folder (the training loop's ``batch_at``).
+
+        Epoch 0 takes the first ``frames`` frames; later epochs take a window at a start frame drawn
+        per (clip, epoch), and stage 2 draws new tracks, so a folder smaller than the run gives the
+        variety the Trajectory Sampler is meant to give (paper Sec. 3.2), still deterministic per index.
+        ``"start"`` in the result is the window's first frame.
+        """
         from dragnuwa.video import fit_image, read_video, to_tensor
 
         path = self.videos[i]
         T = self.frames
-        frames, _ = read_video(path, max_frames=T)
-        if len(frames) < T:
-            raise UserError(f"{path} has {len(frames)} frames, need {T}")
+        rng = np.random.default_rng([i, 2] if epoch == 0 else [i, epoch, 2])
         data = np.load(_companion(path, ".flow.npz"))
-        flow = data["flow"][: T - 1].astype(np.float32)
-        layers = data["layers"][:T] if "layers" in data.files else None
+        flow_all = data["flow"]
+        start = 0 if epoch == 0 else int(rng.integers(0, max(1, len(flow_all) + 2 - T)))
+        frames, _ = read_video(path, max_frames=start + T)
+        frames = frames[start:]
+        if len(frames) < T:
+            raise UserError(f"{path} has {start + len(frames)} frames, need {start + T}")
+        flow = flow_all[start:start + T - 1].astype(np.float32)
+        layers = data["layers"][start:start + T] if "layers" in data.files else None
         H, W = frames.shape[1:3]
         if flow.shape[1:3] != (H, W) or len(flow) < T - 1:
             raise UserError(f"{_companion(path, '.flow.npz').name}: flow {flow.shape} does not match video "
                             f"{len(frames)}x{H}x{W}")
-        centres = _visible_centres(path, T)
-        maps = make_maps(flow, self.stage, np.random.default_rng([i, 2]), self.max_tracks, layers, centres,
-                         self.size)
+        centres = _visible_centres(path, start, T)
+        maps = make_maps(flow, self.stage, rng, self.max_tracks, layers, centres, self.size)
         if (W, H) != self.size:
             frames = np.stack([fit_image(f, self.size, "stretch")[0] for f in frames])
         caption = _companion(path, ".txt").read_text().strip()
-        return {"video": to_tensor(frames), "text": caption, "maps": torch.from_numpy(maps)}
+        return {"video": to_tensor(frames), "text": caption, "maps": torch.from_numpy(maps), "start": start}
 
 
 def _companion(video: Path, suffix: str) -> Path:
@@ -166,8 +179,8 @@ def _companion(video: Path, suffix: str) -> Path:
     return video.with_name(video.name[: -len(video.suffix)] + suffix)
 
 
-def _visible_centres(video: Path, frames: int) -> np.ndarray | None:
-    """Object-centre tracks of a synth clip that stay visible over the first ``frames`` frames."""
+def _visible_centres(video: Path, start: int, frames: int) -> np.ndarray | None:
+    """Object-centre tracks of a synth clip that stay visible over frames ``start .. start+frames-1``."""
     tracks_path, meta_path = _companion(video, ".tracks.json"), _companion(video, ".json")
     if not (tracks_path.is_file() and meta_path.is_file()):
         return None
@@ -176,5 +189,5 @@ def _visible_centres(video: Path, frames: int) -> np.ndarray | None:
     if not tracks or visible is None or len(visible) != len(tracks):
         return None
     tracks = np.array(tracks, dtype=np.float64)  # [K, T, 2]: one point per frame in synth output
-    keep = np.array(visible, dtype=bool)[:, :frames].all(axis=1)
-    return tracks[keep, :frames]
+    keep = np.array(visible, dtype=bool)[:, start:start + frames].all(axis=1)
+    return tracks[keep, start:start + frames]

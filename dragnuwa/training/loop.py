@@ -32,10 +32,14 @@ def build_dataset(cfg: TrainConfig, model_cfg):
 
 
 def batch_at(dataset, step: int, batch_size: int, rank: int, world: int) -> dict:
-    """The batch of ``step`` for ``rank``: a deterministic walk over the dataset."""
+    """The batch of ``step`` for ``rank``: a deterministic walk over the dataset. A dataset with
+    ``sample(i, epoch)`` (``ClipFolder``) is told which pass over it this is, to vary what it draws."""
     n = len(dataset)
-    idx = [((step * world + rank) * batch_size + j) % n for j in range(batch_size)]
-    items = [dataset[i] for i in idx]
+    passes = [divmod((step * world + rank) * batch_size + j, n) for j in range(batch_size)]
+    if hasattr(dataset, "sample"):
+        items = [dataset.sample(i, epoch) for epoch, i in passes]
+    else:
+        items = [dataset[i] for _, i in passes]
     return {"video": torch.stack([it["video"] for it in items]), "text": [it["text"] for it in items],
             "maps": torch.stack([it["maps"] for it in items])}
 
