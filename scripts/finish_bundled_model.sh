@@ -10,19 +10,7 @@ count=${2:-100}
 steps=${3:-20}
 ae=${4:-}
 traj_guidance=${5:-}
-python - "$src" "$ae" "$traj_guidance" <<'PY'
-import sys
-from dragnuwa.models.dragnuwa import load_model, save_model
-from dragnuwa.pipeline import BUNDLED_MODEL
-from dragnuwa.training.checkpoint import load_weights_into
-model = load_model(sys.argv[1])
-if sys.argv[2]:
-    load_weights_into(model, sys.argv[2], prefix="autoencoder.")
-if sys.argv[3]:
-    model.cfg.traj_guidance = float(sys.argv[3])
-save_model(BUNDLED_MODEL, model, half=True, extra={"source": sys.argv[1], "autoencoder": sys.argv[2] or sys.argv[1]})
-print(BUNDLED_MODEL, round(BUNDLED_MODEL.stat().st_size / 2**20, 1), "MB")
-PY
+python scripts/export_model.py "$src" ${ae:+--autoencoder "$ae"} ${traj_guidance:+--traj-guidance "$traj_guidance"}
 mkdir -p examples
 for name in demo multi_object anchor curved_path camera_pan; do
   ex=dragnuwa/assets/examples/$name

@@ -16,14 +16,8 @@ dragnuwa train --config configs/small_stage1.yaml --init runs/small_stage2/model
   --max-steps 600 --out-dir runs/c_stage1
 dragnuwa train --config configs/small_stage2c.yaml  # init: run 4's raw weights at step 600
 # Export run 5 (fp16, with the fine-tuned decoder): the start of run 6.
-python - <<'PY'
-from dragnuwa.models.dragnuwa import load_model, save_model
-from dragnuwa.training.checkpoint import load_weights_into
-model = load_model("runs/c_stage2/model.safetensors")
-load_weights_into(model, "runs/autoencoder_small_decoder/model.safetensors", prefix="autoencoder.")
-model.cfg.traj_guidance = 5.0
-save_model("runs/c_stage2/export_fp16.safetensors", model, half=True)
-PY
+python scripts/export_model.py runs/c_stage2/model.safetensors --out runs/c_stage2/export_fp16.safetensors \
+  --autoencoder runs/autoencoder_small_decoder/model.safetensors --traj-guidance 5
 # 6. Stage 2 at batch 64 on one GPU (the config says how the bundled run was split in two).
 dragnuwa train --config configs/small_stage2_gpu.yaml
 # Export (fp16; the autoencoder came with run 6's init), examples, evaluation, benchmark.
