@@ -93,9 +93,32 @@ def test_time_budget_stops_checkpoints_and_exports(tmp_path):
     out = train(cfg, model=DragNUWA(get_preset("tiny")), dataset=TinyData(), text_encoder=FakeText())
     # Over budget after the first step: it stops there with a checkpoint and an exported model.
     assert len(_losses(cfg)) == 1
+    row = json.loads((tmp_path / "run" / "log.jsonl").read_text())
+    assert 0 < row["data_wait"] < 1 and row["sec_per_step"] > 0  # rendering in-process: part of the step
     assert (tmp_path / "run" / "checkpoint" / "state.pt").is_file()
     with safe_open(str(out), framework="pt") as f:
         assert json.loads(f.metadata()["extra"])["steps"] == 1
+
+
+def test_ema_is_the_decayed_average_and_copies_buffers():
+    from dragnuwa.training.ema import EMA
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ema = EMA(model, decay=0.9)
+    before = [p.clone() for p in ema.model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    model(torch.randn(8, 3))  # moves the batch-norm running statistics (buffers)
+    ema.update(model, step=1000)  # past warm-up: decay 0.9
+    for e, b, p in zip(ema.model.parameters(), before, model.parameters()):
+        assert torch.allclose(e, 0.9 * b + 0.1 * p, atol=1e-6)
+    assert torch.equal(ema.model[1].running_mean, model[1].running_mean)
+    before = [p.clone() for p in ema.model.parameters()]
+    ema.update(model, step=0)  # warm-up: decay (1 + 0) / (10 + 0) = 0.1, mostly the live weights
+    for e, b, p in zip(ema.model.parameters(), before, model.parameters()):
+        assert torch.allclose(e, 0.1 * b + 0.9 * p, atol=1e-6)
 
 
 def test_stage2_from_stage1_init(tmp_path):
@@ -144,7 +167,8 @@ def test_cli_bad_config_and_checkpoint_exit_2(tmp_path):
         assert r.returncode == 2 and len(lines) == 1 and "error:" in lines[0], r.stderr
 
 
-@pytest.mark.parametrize("name", ["tiny", "small_stage1", "small_stage2", "small_stage2c", "small_stage2_gpu", "base_stage1", "base_stage2",
+@pytest.mark.parametrize("name", ["tiny", "small_stage1", "small_stage2", "small_stage2c", "small_stage2_gpu",
+                                  "small_stage2_gpu_more", "base_stage1", "base_stage2",
                                   "autoencoder_small", "autoencoder_small_decoder", "autoencoder_base"])
 def test_shipped_configs_load(name):
     from pathlib import Path

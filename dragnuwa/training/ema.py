@@ -17,7 +17,8 @@ class EMA:
     def update(self, model: nn.Module, step: int) -> None:
         # Warm-up (1 + step) / (10 + step) so early EMA is not dominated by the random init.
         d = min(self.decay, (1 + step) / (10 + step))
-        for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1 - d)
+        # One fused kernel per dtype/device group, not one per tensor: on a GPU the per-tensor loop
+        # was hundreds of launches a step.
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - d)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)

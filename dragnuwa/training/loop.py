@@ -78,7 +78,15 @@ def micro_batches(dataset, cfg: TrainConfig, start_step: int, rank: int, world: 
     it = iter(loader)
     try:
         yield from it
-    finally:  # close() on an early stop drops the last reference: the workers end now, not amid exit
+    finally:
+        # An early stop (time budget) ends the workers now, not amid interpreter exit. A worker whose
+        # rendered batches are still queued, never to be read, can abort as it exits (PyTorch, with
+        # large shared-memory tensors in flight); nothing is lost, so that is not reported as an error.
+        try:
+            it._shutdown_workers()
+        except RuntimeError as err:
+            if "killed by signal" not in str(err):
+                raise
         del it
 
 
@@ -187,12 +195,15 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
     logged = step
     batches = micro_batches(dataset, cfg, step, rank, world)
     dev = accelerator.device
+    waited = 0.0  # seconds spent waiting for batches since the last log row
     while step < cfg.steps:
         # Every random draw of this step comes from a generator keyed by (seed, step, rank).
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 97 + rank)
-        total = 0.0
+        total = torch.zeros((), device=dev)
         for micro in range(cfg.grad_accum):
+            t_wait = time.time()
             batch = next(batches)
+            waited += time.time() - t_wait
             with torch.no_grad():
                 x0 = model.autoencoder.encode(batch["video"].to(dev, non_blocking=True))  # [B, T, C, h, w]
                 text, mask = text_encoder.encode(batch["text"])
@@ -207,21 +218,26 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
                     accelerator.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad()
-            total += loss.item() / cfg.grad_accum
+            total += loss.detach() / cfg.grad_accum  # no .item() here: a sync every step idles the GPU
         scheduler.step()
         ema.update(model, step)
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{total:.4f}")
         # A wall-clock budget (e.g. a lent GPU): stop here, checkpoint and export as at the last step.
-        # Any process out of time stops them all, at the same step.
-        out_of_time = cfg.max_minutes > 0 and accelerator.reduce(
-            torch.tensor([float(time.time() - t_start > 60 * cfg.max_minutes)], device=dev), "max").item() > 0
+        # Any process out of time stops them all, at the same step (the reduce is a sync, so only
+        # several processes pay for it).
+        out_of_time = cfg.max_minutes > 0 and time.time() - t_start > 60 * cfg.max_minutes
+        if cfg.max_minutes > 0 and world > 1:
+            out_of_time = accelerator.reduce(torch.tensor([float(out_of_time)], device=dev), "max").item() > 0
         if accelerator.is_main_process and (step % cfg.log_every == 0 or step == cfg.steps or out_of_time):
             now = time.time()
+            total = total.item()
+            bar.set_postfix(loss=f"{total:.4f}")
+            # data_wait: the share of the wall clock spent waiting for rendered batches; near 1 means
+            # the data workers, not the model, bound the speed (docs/training.md).
             row = {"step": step, "loss": total, "lr": scheduler.get_last_lr()[0],
-                   "sec_per_step": (now - t_last) / (step - logged)}
-            t_last, logged = now, step
+                   "sec_per_step": (now - t_last) / (step - logged), "data_wait": waited / max(now - t_last, 1e-9)}
+            t_last, logged, waited = now, step, 0.0
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
         if step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time:
