@@ -33,6 +33,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {"full": (), "no_trajectory": ("traj",), 
                                         "no_image": ("image",)}
 # generate(image uint8 [H,W,3], tracks [N,T,2], text, drop) -> video uint8 [T,H,W,3]
 Generator = Callable[[np.ndarray, np.ndarray, str, tuple], np.ndarray]
+# reconstruct(video uint8 [T,H,W,3]) -> the same video through the model's autoencoder
+Reconstructor = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Case:
     text: str  # the scene's caption
     tracks: np.ndarray  # [N, T, 2] requested: true centre paths of moving objects visible throughout
     colors: list[str]  # the colour word of each tracked object
+    frames: np.ndarray | None = None  # uint8 [T, H, W, 3], the true clip (for the yardsticks)
 
 
 def held_out_cases(count: int, first_seed: int, frames: int, size: tuple[int, int]) -> list[Case]:
@@ -56,13 +59,15 @@ def held_out_cases(count: int, first_seed: int, frames: int, size: tuple[int, in
         keep = clip.visible.all(axis=1) & np.array([o["moving"] for o in clip.objects])
         if keep.any():
             cases.append(Case(seed, clip.frames[0], clip.caption, clip.tracks[keep],
-                              [o["color"] for o, k in zip(clip.objects, keep) if k]))
+                              [o["color"] for o, k in zip(clip.objects, keep) if k], clip.frames))
         seed += 1
     return cases
 
 
-def pipeline_generator(model="bundled", steps: int | None = None, seed: int = 0) -> tuple[Generator, tuple, int]:
-    """The one place the evaluation calls the generation pipeline: ``(generate, (W, H), frames)``."""
+def pipeline_generator(model="bundled", steps: int | None = None,
+                       seed: int = 0) -> tuple[Generator, tuple, int, Reconstructor]:
+    """The one place the evaluation calls the generation pipeline: ``(generate, (W, H), frames,
+    reconstruct)``; ``reconstruct`` passes a video through the model's autoencoder."""
     from dragnuwa.pipeline import load_pipeline
 
     pipe = load_pipeline(model)
@@ -74,7 +79,23 @@ def pipeline_generator(model="bundled", steps: int | None = None, seed: int = 0)
                             paste_first=False, show_progress=False)
         return res.frames
 
-    return generate, (cfg.width, cfg.height), cfg.frames
+    return generate, (cfg.width, cfg.height), cfg.frames, autoencoder_round_trip(pipe.model.autoencoder)
+
+
+def autoencoder_round_trip(autoencoder) -> Reconstructor:
+    """``video uint8 [T, H, W, 3]`` -> the same video encoded and decoded by ``autoencoder``: what the
+    best latent video of a model with this autoencoder looks like (the evaluation's yardstick)."""
+    import torch
+
+    from dragnuwa.video import to_tensor, to_uint8
+
+    @torch.no_grad()
+    def reconstruct(video: np.ndarray) -> np.ndarray:
+        param = next(autoencoder.parameters())
+        x = to_tensor(video)[None].to(param.device, param.dtype)
+        return to_uint8(autoencoder.decode(autoencoder.encode(x))[0])
+
+    return reconstruct
 
 
 def _checked_video(video, case: Case, variant: str) -> np.ndarray:
@@ -86,13 +107,20 @@ def _checked_video(video, case: Case, variant: str) -> np.ndarray:
     return video
 
 
-def evaluate_case(generate: Generator, case: Case, variants: dict = VARIANTS) -> dict:
-    """Metrics of one case for each variant (one generation per variant)."""
+def evaluate_case(generate: Generator, case: Case, variants: dict = VARIANTS,
+                  reconstruct: Reconstructor | None = None) -> dict:
+    """Metrics of one case for each variant (one generation per variant), and the yardsticks."""
     starts = case.tracks[:, 0]
     static = np.repeat(case.image[None], case.tracks.shape[1], axis=0)
     # The static yardstick goes through the same tracker (on identical frames it stays put exactly).
     row = {"seed": case.seed, "text": case.text, "requested": case.tracks.tolist(),
            "static_error": trajectory_error(case.tracks, track_points(static, starts))}
+    # What a perfect video scores: the tracker's own error on the true clip, and, through the
+    # autoencoder, the best any video this model's latents can hold scores.
+    if case.frames is not None:
+        row["true_clip_error"] = trajectory_error(case.tracks, track_points(case.frames, starts))
+        if reconstruct is not None:
+            row["autoencoder_error"] = trajectory_error(case.tracks, track_points(reconstruct(case.frames), starts))
     for name, drop in variants.items():
         video = _checked_video(generate(case.image, case.tracks, case.text, drop), case, name)
         followed = track_points(video, starts)
@@ -113,6 +141,13 @@ def summarise(rows: list[dict], variants: dict = VARIANTS) -> dict:
         out[name] = {"trajectory_error_px": err, "ratio_to_static": err / max(static, 1e-9),
                      "first_frame_psnr_db": float(np.mean([r[name]["first_frame_psnr"] for r in rows])),
                      "text_accuracy": float(np.mean([r[name]["text_ok"] for r in rows]))}
+    yardsticks = {}
+    for name, key in (("true_clip", "true_clip_error"), ("autoencoder", "autoencoder_error")):
+        if rows and all(key in r for r in rows):
+            err = float(np.mean([r[key] for r in rows]))
+            yardsticks[name] = {"trajectory_error_px": err, "ratio_to_static": err / max(static, 1e-9)}
+    if yardsticks:
+        out["yardsticks"] = yardsticks
     if "full" in out and "no_trajectory" in out:
         out["no_trajectory_vs_full"] = out["no_trajectory"]["trajectory_error_px"] / max(
             out["full"]["trajectory_error_px"], 1e-9)
@@ -150,6 +185,12 @@ def markdown_table(summary: dict) -> str:
             s = summary[name]
             lines.append(f"| {name} | {s['trajectory_error_px']:.2f} | {s['ratio_to_static']:.2f} | "
                          f"{s['first_frame_psnr_db']:.1f} | {100 * s['text_accuracy']:.0f}% |")
+    yard = summary.get("yardsticks", {})
+    for name, what in (("true_clip", "the true clip (the tracker's own error)"),
+                       ("autoencoder", "the true clip through the model's autoencoder (the best its latents can do)")):
+        if name in yard:
+            lines.append(f"| *{what}* | {yard[name]['trajectory_error_px']:.2f} | "
+                         f"{yard[name]['ratio_to_static']:.2f} | | |")
     if summary.get("ablations"):
         lines += ["", "Each ablation on its own check, against the full model clip by clip (Wilcoxon signed-rank):", ""]
         for name, a in summary["ablations"].items():
@@ -165,6 +206,9 @@ def _report_markdown(summary: dict, meta: dict) -> str:
         "by the error of a video that does not move (1.0 = the drag had no effect).",
         "- first-frame PSNR: the generated first frame against the given image.",
         "- text check: share of objects whose named colour is at their requested last position.",
+        "- rows in italics are yardsticks, not generations: the true clip shows the tracker's own error; "
+        "through the autoencoder it shows the best this model can score, as every video it makes is "
+        "decoded from latents.",
         f"- model {meta['model']}, seeds from {meta['seed']}, steps {meta['steps']}, "
         f"{meta['frames']} frames at {meta['size'][0]}x{meta['size'][1]}.", "", "![report](report.png)"]
     if meta.get("warning"):
@@ -212,11 +256,13 @@ def plot_report(rows: list[dict], summary: dict, path: Path, clips: int = 3) -> 
 
 def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, seed: int = HELD_OUT_SEED,
                    steps: int | None = None, ablations: bool = True, generate_fn: Generator | None = None,
-                   size: tuple[int, int] = (64, 64), frames: int = 14) -> Path:
+                   size: tuple[int, int] = (64, 64), frames: int = 14,
+                   reconstruct_fn: Reconstructor | None = None) -> Path:
     """Metrics on ``count`` held-out clips, with and without each condition; returns report.md's path.
 
     ``generate_fn(image, tracks, text, drop) -> uint8 [T, H, W, 3]`` replaces the model (tests);
-    then ``size=(W, H)`` and ``frames`` set the clips, otherwise the model's resolution does.
+    then ``size=(W, H)`` and ``frames`` set the clips, otherwise the model's resolution does, and
+    ``reconstruct_fn`` (optional) stands for the autoencoder round trip of the yardstick.
     """
     if int(count) < 1:
         raise UserError(f"--count must be at least 1, got {count}")
@@ -227,7 +273,7 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
         raise UserError(f"output folder {out} is an existing file")
     injected = generate_fn is not None
     if not injected:
-        generate_fn, size, frames = pipeline_generator(model, steps)
+        generate_fn, size, frames, reconstruct_fn = pipeline_generator(model, steps)
     variants = VARIANTS if ablations else {"full": ()}
     name = str(model) if isinstance(model, (str, Path)) else type(model).__name__
     meta = {"model": "custom generator" if injected else name, "seed": int(seed), "steps": steps,
@@ -237,7 +283,8 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
                            f"use --seed {HELD_OUT_SEED} or above for held-out results")
         print(f"warning: {meta['warning']}")
     cases = held_out_cases(int(count), seed, int(frames), tuple(size))
-    rows = [evaluate_case(generate_fn, c, variants) for c in tqdm(cases, desc="evaluating", unit="clip")]
+    rows = [evaluate_case(generate_fn, c, variants, reconstruct_fn)
+            for c in tqdm(cases, desc="evaluating", unit="clip")]
     summary = summarise(rows, variants)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.json", json.dumps({"summary": summary, "meta": meta, "clips": rows}) + "\n")

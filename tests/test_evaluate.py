@@ -117,11 +117,22 @@ def _truth_generator(frames, size):
 
 
 def test_run_evaluation_with_ground_truth_and_static_generators(tmp_path):
-    report = run_evaluation(out_dir=tmp_path, count=6, generate_fn=_truth_generator(14, (64, 64)))
+    still = []  # an "autoencoder" that keeps only the first frame: its yardstick is the static video's
+
+    def first_frame_only(video):
+        still.append(video.shape)
+        return np.repeat(video[:1], len(video), axis=0)
+
+    report = run_evaluation(out_dir=tmp_path, count=6, generate_fn=_truth_generator(14, (64, 64)),
+                            reconstruct_fn=first_frame_only)
     data = json.loads((tmp_path / "report.json").read_text())
     summary = data["summary"]
     assert summary["clips"] == 6 and len(data["clips"]) == 6
     assert summary["full"]["ratio_to_static"] < 0.12  # measured 0.05
+    # The yardsticks: the true clip is what this generator returns; the first-frame "autoencoder" is static.
+    yard = summary["yardsticks"]
+    assert yard["true_clip"]["trajectory_error_px"] == summary["full"]["trajectory_error_px"]
+    assert abs(yard["autoencoder"]["ratio_to_static"] - 1.0) < 1e-4 and still == [(14, 64, 64, 3)] * 6
     assert abs(summary["no_trajectory"]["ratio_to_static"] - 1.0) < 1e-4
     assert summary["no_trajectory_vs_full"] > 8
     assert summary["full"]["first_frame_psnr_db"] == 100.0 and summary["full"]["text_accuracy"] == 1.0
@@ -133,7 +144,8 @@ def test_run_evaluation_with_ground_truth_and_static_generators(tmp_path):
     assert abl["no_text"] == {"check": "text_ok", "worse": 0, "better": 0, "p_value": 1.0}
     md = report.read_text()
     assert "no_trajectory: trajectory_error worse on 6 clips, better on 0 (p = 0.031)" in md
-    assert report.name == "report.md" and md.count("\n| ") == 5 and "| no_image |" in md
+    assert report.name == "report.md" and md.count("\n| ") == 7 and "| no_image |" in md
+    assert "| *the true clip through the model's autoencoder (the best its latents can do)* | " in md
     png = (tmp_path / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert not [p for p in tmp_path.iterdir() if p.name not in {"report.json", "report.md", "report.png"}]
@@ -148,7 +160,7 @@ def test_run_evaluation_without_ablations_and_bad_input(tmp_path):
 
     run_evaluation(out_dir=tmp_path / "r", count=2, ablations=False, generate_fn=static, size=(48, 40), frames=6)
     summary = json.loads((tmp_path / "r" / "report.json").read_text())["summary"]
-    assert calls == [(), ()] and set(summary) == {"clips", "static_error_px", "full"}
+    assert calls == [(), ()] and set(summary) == {"clips", "static_error_px", "full", "yardsticks"}
     assert abs(summary["full"]["ratio_to_static"] - 1.0) < 1e-4
     with pytest.raises(UserError, match="count"):
         run_evaluation(out_dir=tmp_path / "x", count=0, generate_fn=static)

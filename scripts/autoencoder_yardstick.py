@@ -1,0 +1,56 @@
+"""How well can a video decoded from this autoencoder's latents follow a drag, at best?
+
+Passes the true clips of `dragnuwa evaluate`'s held-out scenes through the autoencoder of each
+model file and scores them as the evaluation scores a generated video (trajectory error against the
+requested tracks, and its ratio to a static video's), next to the frames' PSNR. A diffusion model
+decodes every video it makes through this autoencoder, so its ratio is the floor of the model's.
+PSNR alone does not rank autoencoders for this: the bundled decoder fine-tune gained 1.4 dB and
+lost tracking fidelity (docs/model_card.md).
+
+    python scripts/autoencoder_yardstick.py dragnuwa/assets/model/dragnuwa_small.safetensors [MORE ...] --clips 100
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from tqdm import tqdm
+
+from dragnuwa.evaluate import HELD_OUT_SEED, autoencoder_round_trip, held_out_cases
+from dragnuwa.metrics import psnr, static_trajectory_error, track_points, trajectory_error
+from dragnuwa.models.dragnuwa import load_model
+
+
+def yardstick(autoencoder, cases) -> dict:
+    """Mean trajectory error (px), its ratio to a static video's, and PSNR (dB) of the round trip."""
+    reconstruct = autoencoder_round_trip(autoencoder.eval())
+    errors, static, psnrs = [], [], []
+    for case in tqdm(cases, desc="round trips", leave=False):
+        rec = reconstruct(case.frames)
+        errors.append(trajectory_error(case.tracks, track_points(rec, case.tracks[:, 0])))
+        static.append(static_trajectory_error(case.tracks))
+        psnrs.append(psnr(rec, case.frames))
+    return {"trajectory_error_px": float(np.mean(errors)), "ratio_to_static": float(np.mean(errors) / np.mean(static)),
+            "psnr_db": float(np.mean(psnrs))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+", help="model files (whole models or autoencoder-training outputs)")
+    ap.add_argument("--clips", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=HELD_OUT_SEED)
+    args = ap.parse_args()
+    cases = None
+    for path in args.models:
+        model = load_model(path)
+        cfg = model.cfg
+        if cases is None:
+            cases = held_out_cases(args.clips, args.seed, cfg.frames, (cfg.width, cfg.height))
+        r = yardstick(model.autoencoder, cases)
+        print(f"{path}: {r['trajectory_error_px']:.2f} px = {r['ratio_to_static']:.3f}x a static video, "
+              f"PSNR {r['psnr_db']:.2f} dB ({len(cases)} clips)")
+
+
+if __name__ == "__main__":
+    main()
