@@ -6,7 +6,8 @@
 #   here:   bash scripts/offline_gpu_train.sh prepare
 #           -> .carry/ (git-ignored): MiniLM in fp16 (45 MB) and two import stubs; copy it along
 #   there:  bash scripts/offline_gpu_train.sh run MINUTES [dragnuwa train options, e.g. --resume]
-#           -> trains configs/small_stage2_gpu.yaml into /tmp/run for MINUTES of wall clock, then
+#           -> trains $CONFIG (default configs/small_stage2_gpu.yaml) into /tmp/run for MINUTES of
+#              wall clock (an existing /tmp/run needs --resume: a warm machine keeps it), then
 #              writes to $OUT the new weights without the frozen autoencoder, fp16 (< 16 MiB), the
 #              log and the loss plot
 #   here:   bash scripts/offline_gpu_train.sh merge WEIGHTS BASE_MODEL OUT_MODEL
@@ -51,7 +52,7 @@ run)
   # A hard stop 2.5 min after the budget, so the export below still runs if anything hangs.
   set +e
   timeout $(( ${minutes%.*} * 60 + 150 )) python3 -c "from dragnuwa.cli import main; main()" train \
-    --config configs/small_stage2_gpu.yaml --out-dir /tmp/run --max-minutes "$minutes" "$@" 2>&1 \
+    --config "${CONFIG:-configs/small_stage2_gpu.yaml}" --out-dir /tmp/run --max-minutes "$minutes" "$@" 2>&1 \
     | tr '\r' '\n' | grep -v "^stage [12]:"
   echo "train exit ${PIPESTATUS[0]}"
   set -e
