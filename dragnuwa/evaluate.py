@@ -23,8 +23,8 @@ import numpy as np
 from tqdm import tqdm
 
 from dragnuwa.errors import UserError, atomic_path, atomic_write_text
-from dragnuwa.metrics import (first_frame_psnr, static_trajectory_error, text_accuracy, text_check,  # noqa: F401
-                              track_points, trajectory_error)
+from dragnuwa.metrics import (first_frame_psnr, psnr, static_trajectory_error, text_accuracy,  # noqa: F401
+                              text_check, track_points, trajectory_error)
 
 HELD_OUT_SEED = 1_000_000
 TRAINING_SEEDS_END = 900_000  # configs/*.yaml: data.first_seed 0, count 900_000
@@ -107,9 +107,10 @@ def _checked_video(video, case: Case, variant: str) -> np.ndarray:
     return video
 
 
-def evaluate_case(generate: Generator, case: Case, variants: dict = VARIANTS,
+def evaluate_case(generate: Generator | None, case: Case, variants: dict = VARIANTS,
                   reconstruct: Reconstructor | None = None) -> dict:
-    """Metrics of one case for each variant (one generation per variant), and the yardsticks."""
+    """Metrics of one case for each variant (one generation per variant), and the yardsticks
+    (with no variants, ``generate`` is not called: the yardsticks alone)."""
     starts = case.tracks[:, 0]
     static = np.repeat(case.image[None], case.tracks.shape[1], axis=0)
     # The static yardstick goes through the same tracker (on identical frames it stays put exactly).
@@ -120,7 +121,9 @@ def evaluate_case(generate: Generator, case: Case, variants: dict = VARIANTS,
     if case.frames is not None:
         row["true_clip_error"] = trajectory_error(case.tracks, track_points(case.frames, starts))
         if reconstruct is not None:
-            row["autoencoder_error"] = trajectory_error(case.tracks, track_points(reconstruct(case.frames), starts))
+            rec = reconstruct(case.frames)
+            row["autoencoder_error"] = trajectory_error(case.tracks, track_points(rec, starts))
+            row["autoencoder_psnr"] = psnr(rec, case.frames)  # all frames
     for name, drop in variants.items():
         video = _checked_video(generate(case.image, case.tracks, case.text, drop), case, name)
         followed = track_points(video, starts)
@@ -146,6 +149,8 @@ def summarise(rows: list[dict], variants: dict = VARIANTS) -> dict:
         if rows and all(key in r for r in rows):
             err = float(np.mean([r[key] for r in rows]))
             yardsticks[name] = {"trajectory_error_px": err, "ratio_to_static": err / max(static, 1e-9)}
+    if "autoencoder" in yardsticks:
+        yardsticks["autoencoder"]["psnr_db"] = float(np.mean([r["autoencoder_psnr"] for r in rows]))
     if yardsticks:
         out["yardsticks"] = yardsticks
     if "full" in out and "no_trajectory" in out:
@@ -189,8 +194,9 @@ def markdown_table(summary: dict) -> str:
     for name, what in (("true_clip", "the true clip (the tracker's own error)"),
                        ("autoencoder", "the true clip through the model's autoencoder (the best its latents can do)")):
         if name in yard:
+            psnr_cell = f"{yard[name]['psnr_db']:.1f} (all frames)" if "psnr_db" in yard[name] else ""
             lines.append(f"| *{what}* | {yard[name]['trajectory_error_px']:.2f} | "
-                         f"{yard[name]['ratio_to_static']:.2f} | | |")
+                         f"{yard[name]['ratio_to_static']:.2f} | {psnr_cell} | |")
     if summary.get("ablations"):
         lines += ["", "Each ablation on its own check, against the full model clip by clip (Wilcoxon signed-rank):", ""]
         for name, a in summary["ablations"].items():

@@ -14,25 +14,18 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 from tqdm import tqdm
 
-from dragnuwa.evaluate import HELD_OUT_SEED, autoencoder_round_trip, held_out_cases
-from dragnuwa.metrics import psnr, static_trajectory_error, track_points, trajectory_error
+from dragnuwa.evaluate import HELD_OUT_SEED, autoencoder_round_trip, evaluate_case, held_out_cases, summarise
 from dragnuwa.models.dragnuwa import load_model
 
 
 def yardstick(autoencoder, cases) -> dict:
-    """Mean trajectory error (px), its ratio to a static video's, and PSNR (dB) of the round trip."""
+    """The evaluation's autoencoder yardstick on ``cases``: mean trajectory error (px), its ratio to
+    a static video's, and PSNR (dB, all frames) of the round trip."""
     reconstruct = autoencoder_round_trip(autoencoder.eval())
-    errors, static, psnrs = [], [], []
-    for case in tqdm(cases, desc="round trips", leave=False):
-        rec = reconstruct(case.frames)
-        errors.append(trajectory_error(case.tracks, track_points(rec, case.tracks[:, 0])))
-        static.append(static_trajectory_error(case.tracks))
-        psnrs.append(psnr(rec, case.frames))
-    return {"trajectory_error_px": float(np.mean(errors)), "ratio_to_static": float(np.mean(errors) / np.mean(static)),
-            "psnr_db": float(np.mean(psnrs))}
+    rows = [evaluate_case(None, case, {}, reconstruct) for case in tqdm(cases, desc="round trips", leave=False)]
+    return summarise(rows, {})["yardsticks"]["autoencoder"]
 
 
 def main() -> None:

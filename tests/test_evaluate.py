@@ -9,8 +9,8 @@ import pytest
 from dragnuwa.data.synthetic import COLORS, render_clip
 from dragnuwa.errors import UserError
 from dragnuwa.evaluate import HELD_OUT_SEED, held_out_cases, run_evaluation
-from dragnuwa.metrics import (TrackerConfig, first_frame_psnr, static_trajectory_error, text_accuracy, text_check,
-                              track_points, trajectory_error)
+from dragnuwa.metrics import (TrackerConfig, first_frame_psnr, psnr, static_trajectory_error, text_accuracy,
+                              text_check, track_points, trajectory_error)
 
 
 def _texture(size=96, seed=0):
@@ -133,6 +133,9 @@ def test_run_evaluation_with_ground_truth_and_static_generators(tmp_path):
     yard = summary["yardsticks"]
     assert yard["true_clip"]["trajectory_error_px"] == summary["full"]["trajectory_error_px"]
     assert abs(yard["autoencoder"]["ratio_to_static"] - 1.0) < 1e-4 and still == [(14, 64, 64, 3)] * 6
+    cases = held_out_cases(6, HELD_OUT_SEED, 14, (64, 64))
+    stills = [psnr(np.repeat(c.frames[:1], 14, axis=0), c.frames) for c in cases]
+    assert abs(yard["autoencoder"]["psnr_db"] - np.mean(stills)) < 1e-9
     assert abs(summary["no_trajectory"]["ratio_to_static"] - 1.0) < 1e-4
     assert summary["no_trajectory_vs_full"] > 8
     assert summary["full"]["first_frame_psnr_db"] == 100.0 and summary["full"]["text_accuracy"] == 1.0
