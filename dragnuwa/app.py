@@ -107,7 +107,8 @@ def on_tracks_upload(file, state):
 
 
 def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, frames: int, steps: int, seed: int,
-                   guidance: float, traj_guidance: float, progress=None) -> tuple[str, str, str]:
+                   guidance: float, traj_guidance: float, progress=None,
+                   motion_init: float | None = None) -> tuple[str, str, str]:
     """Generate and write the video, the overlay and the tracks JSON into a fresh folder."""
     from dragnuwa.tracks_io import parse_tracks, save_tracks
     from dragnuwa.video import write_video
@@ -116,7 +117,7 @@ def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, fram
     ts = parse_tracks(tracks) if tracks and tracks.get("tracks") else None
     res = pipe.generate(image, ts, text or "", frames=int(frames), steps=int(steps), seed=int(seed),
                         guidance=float(guidance), traj_guidance=float(traj_guidance), progress=progress,
-                        show_progress=False)
+                        show_progress=False, motion_init=None if motion_init is None else float(motion_init))
     out = Path(tempfile.mkdtemp(prefix="dragnuwa_app_"))
     video = write_video(out / "dragnuwa.mp4", res.frames, pipe.cfg.fps)
     overlay = write_video(out / "dragnuwa_tracks.mp4", draw_tracks(res.frames, res.tracks), pipe.cfg.fps)
@@ -160,13 +161,13 @@ def build_app(model="bundled"):
         state, _, _ = on_tracks_upload(str(ex["tracks"]), state)
         return state, _render(state), _summary(state), ex["prompt"].read_text().strip()
 
-    def generate(state, text, frames, steps, seed, guidance, traj_guidance, progress=gr.Progress()):
+    def generate(state, text, frames, steps, seed, guidance, traj_guidance, motion_init, progress=gr.Progress()):
         if state["image"] is None:
             raise gr.Error("Upload an image or pick an example first.")
         progress(0, desc="sampling")
         video, overlay, tpath = run_generation(
             pipe, state["image"], tracks_json(state), text, frames, steps, seed, guidance, traj_guidance,
-            progress=lambda i, n: progress(i / n, desc=f"sampling step {i}/{n}"))
+            progress=lambda i, n: progress(i / n, desc=f"sampling step {i}/{n}"), motion_init=motion_init)
         return video, overlay, [video, tpath]
 
     def generate_api(image_path, tracks_text, text, frames, steps, seed, guidance, traj_guidance):
@@ -211,6 +212,9 @@ def build_app(model="bundled"):
                     seed = gr.Number(value=0, precision=0, label="Seed")
                     guidance = gr.Slider(0, 10, value=cfg.text_guidance, step=0.1, label="Text guidance")
                     traj_guidance = gr.Slider(0, 10, value=cfg.traj_guidance, step=0.1, label="Trajectory guidance")
+                motion_init = gr.Slider(0, 4, value=cfg.motion_init, step=0.1, label="Motion init (0 = off)",
+                                        info="start from the image cut and pasted along the tracks, noised "
+                                             "to this level: lower follows the drags more closely")
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
                 video = gr.Video(label="Video", autoplay=True, loop=True)
                 overlay = gr.Video(label="Video with tracks", autoplay=True, loop=True)
@@ -224,7 +228,7 @@ def build_app(model="bundled"):
         reset.click(on_reset, [state], editing, api_name=False)
         tracks_file.upload(guarded(on_tracks_upload), [tracks_file, state], editing, api_name=False)
         examples.change(guarded(pick_example), [examples, state], editing + [text], api_name=False)
-        go.click(guarded(generate), [state, text, frames, steps, seed, guidance, traj_guidance],
+        go.click(guarded(generate), [state, text, frames, steps, seed, guidance, traj_guidance, motion_init],
                  [video, overlay, downloads], api_name=False)
         # Hidden API for scripts and tests (gradio_client): image file + tracks JSON text.
         api_in = [gr.File(visible=False), gr.Textbox(visible=False), gr.Textbox(visible=False),

@@ -55,6 +55,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         image=args.image, tracks=args.tracks, flow=args.flow, text=args.text, out=args.out,
         frames=args.frames, steps=args.steps, seed=args.seed, guidance=args.guidance,
         traj_guidance=args.traj_guidance, model=args.model, overlay=args.overlay, fit=args.fit,
+        motion_init=args.motion_init,
     )
     print(out)
 
@@ -97,7 +98,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from dragnuwa import evaluate
 
     report = evaluate.run_evaluation(model=args.model, out_dir=args.out_dir, count=args.count,
-                                     seed=args.seed, steps=args.steps, ablations=args.ablations)
+                                     seed=args.seed, steps=args.steps, ablations=args.ablations,
+                                     motion_init=args.motion_init)
     print(report)
 
 
@@ -132,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--guidance", type=float, default=None, help="text guidance scale (model default)")
     s.add_argument("--traj-guidance", type=float, default=None, help="trajectory guidance scale")
+    s.add_argument("--motion-init", type=float, default=None, metavar="SIGMA",
+                   help="start sampling at this noise level from the image cut and pasted along the "
+                        "tracks; 0 = from pure noise, as in the paper (model default)")
     s.add_argument("--model", default="bundled", help="'bundled' or a model .safetensors path")
     s.add_argument("--overlay", default=None, help="also write the video with the tracks drawn")
     s.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop",
@@ -188,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=1_000_000, help="first held-out seed")
     s.add_argument("--steps", type=_positive_int, default=None)
     s.add_argument("--no-ablations", dest="ablations", action="store_false")
+    s.add_argument("--motion-init", type=float, default=None, metavar="SIGMA",
+                   help="sampler start (model default); when on, a no_motion_init row shows the model alone")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("app", help="web UI: drag trajectories on an image, get the video")

@@ -28,9 +28,11 @@ from dragnuwa.metrics import (first_frame_psnr, psnr, static_trajectory_error, t
 
 HELD_OUT_SEED = 1_000_000
 TRAINING_SEEDS_END = 900_000  # configs/*.yaml: data.first_seed 0, count 900_000
-# Variant name -> conditions replaced by the null condition.
+# Variant name -> conditions replaced by the null condition. "motion_init" is not a condition but the
+# sampler's start from the cut-and-paste animation (dragnuwa.motion_init): without it the row is the
+# model alone, sampled from pure noise as in the paper (run only for models that use motion init).
 VARIANTS: dict[str, tuple[str, ...]] = {"full": (), "no_trajectory": ("traj",), "no_text": ("text",),
-                                        "no_image": ("image",)}
+                                        "no_image": ("image",), "no_motion_init": ("motion_init",)}
 # generate(image uint8 [H,W,3], tracks [N,T,2], text, drop) -> video uint8 [T,H,W,3]
 Generator = Callable[[np.ndarray, np.ndarray, str, tuple], np.ndarray]
 # reconstruct(video uint8 [T,H,W,3]) -> the same video through the model's autoencoder
@@ -64,19 +66,22 @@ def held_out_cases(count: int, first_seed: int, frames: int, size: tuple[int, in
     return cases
 
 
-def pipeline_generator(model="bundled", steps: int | None = None,
-                       seed: int = 0) -> tuple[Generator, tuple, int, Reconstructor]:
+def pipeline_generator(model="bundled", steps: int | None = None, seed: int = 0,
+                       motion_init: float | None = None) -> tuple[Generator, tuple, int, Reconstructor]:
     """The one place the evaluation calls the generation pipeline: ``(generate, (W, H), frames,
-    reconstruct)``; ``reconstruct`` passes a video through the model's autoencoder."""
+    reconstruct)``; ``reconstruct`` passes a video through the model's autoencoder. ``motion_init``
+    None = the model's default; a ``drop`` naming "motion_init" turns it off for that call."""
     from dragnuwa.pipeline import load_pipeline
 
     pipe = load_pipeline(model)
     cfg = pipe.cfg
 
     def generate(image, tracks, text, drop):
+        start = 0.0 if "motion_init" in drop else motion_init
         # paste_first=False: the decoded first frame is scored, not the given image pasted over it.
-        res = pipe.generate(image, tracks, text, frames=tracks.shape[1], steps=steps, seed=seed, drop=drop,
-                            paste_first=False, show_progress=False)
+        res = pipe.generate(image, tracks, text, frames=tracks.shape[1], steps=steps, seed=seed,
+                            drop=tuple(d for d in drop if d != "motion_init"), paste_first=False,
+                            show_progress=False, motion_init=start)
         return res.frames
 
     return generate, (cfg.width, cfg.height), cfg.frames, autoencoder_round_trip(pipe.model.autoencoder)
@@ -124,6 +129,13 @@ def evaluate_case(generate: Generator | None, case: Case, variants: dict = VARIA
             rec = reconstruct(case.frames)
             row["autoencoder_error"] = trajectory_error(case.tracks, track_points(rec, starts))
             row["autoencoder_psnr"] = psnr(rec, case.frames)  # all frames
+    # What motion init starts from: the first frame cut and pasted along the tracks, through the
+    # autoencoder. It follows the tracks by construction; the model's part is to make it a video.
+    if reconstruct is not None:
+        from dragnuwa.motion_init import paste_along_tracks
+
+        start = reconstruct(paste_along_tracks(case.image, case.tracks))
+        row["animation_error"] = trajectory_error(case.tracks, track_points(start, starts))
     for name, drop in variants.items():
         video = _checked_video(generate(case.image, case.tracks, case.text, drop), case, name)
         followed = track_points(video, starts)
@@ -145,7 +157,8 @@ def summarise(rows: list[dict], variants: dict = VARIANTS) -> dict:
                      "first_frame_psnr_db": float(np.mean([r[name]["first_frame_psnr"] for r in rows])),
                      "text_accuracy": float(np.mean([r[name]["text_ok"] for r in rows]))}
     yardsticks = {}
-    for name, key in (("true_clip", "true_clip_error"), ("autoencoder", "autoencoder_error")):
+    for name, key in (("true_clip", "true_clip_error"), ("autoencoder", "autoencoder_error"),
+                      ("animation", "animation_error")):
         if rows and all(key in r for r in rows):
             err = float(np.mean([r[key] for r in rows]))
             yardsticks[name] = {"trajectory_error_px": err, "ratio_to_static": err / max(static, 1e-9)}
@@ -165,7 +178,7 @@ def summarise(rows: list[dict], variants: dict = VARIANTS) -> dict:
 
 # Each ablation on the check of the condition it drops: (row key, True if higher is better).
 ABLATION_CHECKS = {"no_trajectory": ("trajectory_error", False), "no_text": ("text_ok", True),
-                   "no_image": ("first_frame_psnr", True)}
+                   "no_image": ("first_frame_psnr", True), "no_motion_init": ("trajectory_error", False)}
 
 
 def paired_comparison(rows: list[dict], variant: str, key: str, higher_is_better: bool) -> dict:
@@ -192,7 +205,9 @@ def markdown_table(summary: dict) -> str:
                          f"{s['first_frame_psnr_db']:.1f} | {100 * s['text_accuracy']:.0f}% |")
     yard = summary.get("yardsticks", {})
     for name, what in (("true_clip", "the true clip (the tracker's own error)"),
-                       ("autoencoder", "the true clip through the model's autoencoder (the best its latents can do)")):
+                       ("autoencoder", "the true clip through the model's autoencoder (the best its latents can do)"),
+                       ("animation", "the first frame cut and pasted along the tracks, through the autoencoder "
+                                     "(where motion init starts)")):
         if name in yard:
             psnr_cell = f"{yard[name]['psnr_db']:.1f} (all frames)" if "psnr_db" in yard[name] else ""
             lines.append(f"| *{what}* | {yard[name]['trajectory_error_px']:.2f} | "
@@ -215,6 +230,9 @@ def _report_markdown(summary: dict, meta: dict) -> str:
         "- rows in italics are yardsticks, not generations: the true clip shows the tracker's own error; "
         "through the autoencoder it shows the best this model can score, as every video it makes is "
         "decoded from latents.",
+        "- no_motion_init: the model alone, sampled from pure noise as in the paper; the other rows start "
+        f"at sigma {meta.get('motion_init')} from the image cut and pasted along the tracks (motion init)."
+        if "no_motion_init" in summary else "- sampled from pure noise (no motion init), as in the paper.",
         f"- model {meta['model']}, seeds from {meta['seed']}, steps {meta['steps']}, "
         f"{meta['frames']} frames at {meta['size'][0]}x{meta['size'][1]}.", "", "![report](report.png)"]
     if meta.get("warning"):
@@ -263,12 +281,14 @@ def plot_report(rows: list[dict], summary: dict, path: Path, clips: int = 3) -> 
 def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, seed: int = HELD_OUT_SEED,
                    steps: int | None = None, ablations: bool = True, generate_fn: Generator | None = None,
                    size: tuple[int, int] = (64, 64), frames: int = 14,
-                   reconstruct_fn: Reconstructor | None = None) -> Path:
+                   reconstruct_fn: Reconstructor | None = None, motion_init: float | None = None) -> Path:
     """Metrics on ``count`` held-out clips, with and without each condition; returns report.md's path.
 
     ``generate_fn(image, tracks, text, drop) -> uint8 [T, H, W, 3]`` replaces the model (tests);
     then ``size=(W, H)`` and ``frames`` set the clips, otherwise the model's resolution does, and
     ``reconstruct_fn`` (optional) stands for the autoencoder round trip of the yardstick.
+    ``motion_init``: the sampler's start (None = the model's default); when it is on, the
+    ``no_motion_init`` row shows the model alone.
     """
     if int(count) < 1:
         raise UserError(f"--count must be at least 1, got {count}")
@@ -278,12 +298,19 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
     if out.exists() and not out.is_dir():
         raise UserError(f"output folder {out} is an existing file")
     injected = generate_fn is not None
+    start = None
     if not injected:
-        generate_fn, size, frames, reconstruct_fn = pipeline_generator(model, steps)
-    variants = VARIANTS if ablations else {"full": ()}
+        from dragnuwa.pipeline import load_pipeline
+
+        start = load_pipeline(model).cfg.motion_init if motion_init is None else float(motion_init)
+        generate_fn, size, frames, reconstruct_fn = pipeline_generator(model, steps, motion_init=start)
+    variants = dict(VARIANTS) if ablations else {"full": ()}
+    if not start:
+        variants.pop("no_motion_init", None)
     name = str(model) if isinstance(model, (str, Path)) else type(model).__name__
     meta = {"model": "custom generator" if injected else name, "seed": int(seed), "steps": steps,
-            "frames": int(frames), "size": [int(size[0]), int(size[1])], "variants": list(variants)}
+            "motion_init": start, "frames": int(frames), "size": [int(size[0]), int(size[1])],
+            "variants": list(variants)}
     if int(seed) < TRAINING_SEEDS_END:
         meta["warning"] = (f"seeds from {seed} overlap the training scenes (0..{TRAINING_SEEDS_END - 1}); "
                            f"use --seed {HELD_OUT_SEED} or above for held-out results")

@@ -46,7 +46,7 @@ def _load_motion_file(path: str | Path) -> np.ndarray:
 
 
 def check_inputs(image, text: str, frames: int, steps: int, guidance: float, traj_guidance: float,
-                 max_frames: int) -> None:
+                 max_frames: int, motion_init: float = 0.0) -> None:
     """Reject what cannot be generated, with one line naming the problem."""
     if isinstance(image, (str, Path)) and not Path(image).is_file():
         raise UserError(f"image not found: {image}")
@@ -59,6 +59,8 @@ def check_inputs(image, text: str, frames: int, steps: int, guidance: float, tra
     for name, g in (("guidance", guidance), ("traj-guidance", traj_guidance)):
         if not np.isfinite(g) or not 0 <= g <= 50:
             raise UserError(f"{name} must be a number between 0 and 50, got {g}")
+    if not np.isfinite(motion_init) or not 0 <= motion_init <= 80:
+        raise UserError(f"motion-init must be a noise level between 0 (off) and 80, got {motion_init}")
 
 
 class Pipeline:
@@ -100,17 +102,21 @@ class Pipeline:
                  seed: int = 0, guidance: float | None = None, traj_guidance: float | None = None, flow=None,
                  fit: str = "crop", progress: Callable[[int, int], None] | None = None,
                  sampler: str | None = None, show_progress: bool = True, drop: tuple[str, ...] = (),
-                 paste_first: bool = True) -> GenerationResult:
+                 paste_first: bool = True, motion_init: float | None = None) -> GenerationResult:
         """Generate a video (paper Sec. 3: text + image + trajectory). Same seed, same video.
 
         ``drop`` names conditions replaced by the null condition ("text", "image", "traj"), for
         ablations; ``paste_first=False`` keeps the decoded first frame instead of the given image.
+        ``motion_init`` > 0 starts sampling at that noise level from the image cut and pasted along
+        the tracks (``dragnuwa.motion_init``; not in the paper); it needs the image, the tracks and
+        a track that moves, so it is off for a dense motion input and when either is dropped.
         """
         from dragnuwa.diffusion.guidance import MultiCondGuider
         from dragnuwa.diffusion.preconditioning import EDMDenoiser
         from dragnuwa.diffusion.samplers import get_sampler
-        from dragnuwa.diffusion.schedules import karras_sigmas
+        from dragnuwa.diffusion.schedules import karras_sigmas, start_at
         from dragnuwa.models.dragnuwa import Cond
+        from dragnuwa.motion_init import moving_tracks, paste_along_tracks
         from dragnuwa.trajectory import tracks_to_maps
         from dragnuwa.video import fit_image, load_image, to_tensor, to_uint8
 
@@ -119,7 +125,9 @@ class Pipeline:
         steps = cfg.steps if steps is None else int(steps)
         guidance = cfg.text_guidance if guidance is None else float(guidance)
         traj_guidance = cfg.traj_guidance if traj_guidance is None else float(traj_guidance)
-        check_inputs(image, text, frames, steps, guidance, traj_guidance, max_frames=4 * cfg.frames)
+        motion_init = cfg.motion_init if motion_init is None else float(motion_init)
+        check_inputs(image, text, frames, steps, guidance, traj_guidance, max_frames=4 * cfg.frames,
+                     motion_init=motion_init)
         t0 = time.time()
         img = load_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
         if img.ndim == 2:
@@ -152,8 +160,16 @@ class Pipeline:
         C, h, w = self.model.latent_shape
         gen = torch.Generator().manual_seed(int(seed))
         sigmas = karras_sigmas(steps)
-        x = torch.randn((1, frames, C, h, w), generator=gen) * sigmas[0]
-        bar = tqdm(total=steps, desc="sampling", unit="step", disable=not show_progress, leave=False)
+        x = torch.randn((1, frames, C, h, w), generator=gen)
+        if motion_init > 0 and flow is None and not {"traj", "image"} & set(drop) and len(moving_tracks(trk)):
+            # SDEdit from the cut-and-paste animation: its latents noised to sigma = motion_init.
+            guide = paste_along_tracks(fitted, trk)
+            sigmas = start_at(sigmas, motion_init)
+            x = self.model.autoencoder.encode(to_tensor(guide)[None]) + x * sigmas[0]
+        else:
+            motion_init = 0.0
+            x = x * sigmas[0]
+        bar = tqdm(total=len(sigmas) - 1, desc="sampling", unit="step", disable=not show_progress, leave=False)
 
         def callback(i, n, _x, _d):
             bar.update(1)
@@ -167,7 +183,8 @@ class Pipeline:
         if paste_first:
             out[0] = fitted  # the first frame is the given image (the paper conditions on it)
         info = {"seed": int(seed), "steps": steps, "frames": frames, "guidance": guidance,
-                "traj_guidance": traj_guidance, "seconds": round(time.time() - t0, 2),
+                "traj_guidance": traj_guidance, "motion_init": motion_init, "sampler_steps": len(sigmas) - 1,
+                "seconds": round(time.time() - t0, 2),
                 "input_size": [src_w, src_h], "model_size": [cfg.width, cfg.height], "fit": fit,
                 "point_mapping": transform.describe(), "tracks": int(len(trk))}
         return GenerationResult(out, trk, maps, fitted, info)
@@ -212,7 +229,7 @@ def load_pipeline(model="bundled") -> Pipeline:
 
 def generate_to_file(image, tracks=None, flow=None, text: str = "", out: str = "out.mp4", frames=None, steps=None,
                      seed: int = 0, guidance=None, traj_guidance=None, model="bundled", overlay=None,
-                     fit: str = "crop") -> Path:
+                     fit: str = "crop", motion_init=None) -> Path:
     """`dragnuwa generate`: one video written atomically to ``out`` (+ optional tracks overlay)."""
     from dragnuwa.video import write_video
     from dragnuwa.viz import draw_tracks
@@ -223,7 +240,7 @@ def generate_to_file(image, tracks=None, flow=None, text: str = "", out: str = "
         print("note: no --tracks or --flow given: the motion follows the text and image alone")
     pipe = load_pipeline(model)
     res = pipe.generate(image, tracks=tracks, text=text, frames=frames, steps=steps, seed=seed, guidance=guidance,
-                        traj_guidance=traj_guidance, flow=flow, fit=fit)
+                        traj_guidance=traj_guidance, flow=flow, fit=fit, motion_init=motion_init)
     fps = pipe.cfg.fps
     path = write_video(out, res.frames, fps)
     if overlay:
@@ -231,5 +248,6 @@ def generate_to_file(image, tracks=None, flow=None, text: str = "", out: str = "
     i = res.info
     print(f"image {i['input_size'][0]}x{i['input_size'][1]} -> {i['model_size'][0]}x{i['model_size'][1]} "
           f"({i['fit']}); {i['point_mapping']}; {i['tracks']} tracks, {i['frames']} frames, "
-          f"{i['steps']} steps, {i['seconds']} s")
+          f"{i['sampler_steps']} sampler steps" + (f" from motion init at sigma {i['motion_init']:g}"
+                                                   if i["motion_init"] else "") + f", {i['seconds']} s")
     return path

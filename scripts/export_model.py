@@ -1,5 +1,5 @@
 """Export a trained run as a model file (fp16): optionally with another run's autoencoder and a
-default trajectory guidance scale. Without ``--out`` it replaces the bundled model.
+default trajectory guidance scale and motion init. Without ``--out`` it replaces the bundled model.
 
     python scripts/export_model.py runs/c_stage2/model.safetensors --out runs/c_stage2/export_fp16.safetensors \\
         --autoencoder runs/autoencoder_small_decoder/model.safetensors --traj-guidance 5
@@ -22,12 +22,16 @@ def main() -> None:
     ap.add_argument("--autoencoder", default="", help="model file whose autoencoder replaces the run's")
     ap.add_argument("--traj-guidance", type=float, default=None,
                     help="the model's default trajectory guidance (choose it with scripts/guidance_sweep.py)")
+    ap.add_argument("--motion-init", type=float, default=None,
+                    help="the model's default sampler start from the cut-and-paste animation (0 = off)")
     args = ap.parse_args()
     model = load_model(args.model)
     if args.autoencoder:
         load_weights_into(model, args.autoencoder, prefix="autoencoder.")
     if args.traj_guidance is not None:
         model.cfg.traj_guidance = args.traj_guidance
+    if args.motion_init is not None:
+        model.cfg.motion_init = args.motion_init
     path = save_model(args.out, model, half=True,
                       extra={"source": args.model, "autoencoder": args.autoencoder or args.model})
     print(path, round(path.stat().st_size / 2**20, 1), "MiB")

@@ -8,7 +8,7 @@ import pytest
 
 from dragnuwa.data.synthetic import COLORS, render_clip
 from dragnuwa.errors import UserError
-from dragnuwa.evaluate import HELD_OUT_SEED, held_out_cases, run_evaluation
+from dragnuwa.evaluate import HELD_OUT_SEED, evaluate_case, held_out_cases, run_evaluation
 from dragnuwa.metrics import (TrackerConfig, first_frame_psnr, psnr, static_trajectory_error, text_accuracy,
                               text_check, track_points, trajectory_error)
 
@@ -132,7 +132,9 @@ def test_run_evaluation_with_ground_truth_and_static_generators(tmp_path):
     # The yardsticks: the true clip is what this generator returns; the first-frame "autoencoder" is static.
     yard = summary["yardsticks"]
     assert yard["true_clip"]["trajectory_error_px"] == summary["full"]["trajectory_error_px"]
-    assert abs(yard["autoencoder"]["ratio_to_static"] - 1.0) < 1e-4 and still == [(14, 64, 64, 3)] * 6
+    # Called for the true clip and for the cut-and-paste animation (motion init's start) of each.
+    assert abs(yard["autoencoder"]["ratio_to_static"] - 1.0) < 1e-4 and still == [(14, 64, 64, 3)] * 12
+    assert abs(yard["animation"]["ratio_to_static"] - 1.0) < 1e-4
     cases = held_out_cases(6, HELD_OUT_SEED, 14, (64, 64))
     stills = [psnr(np.repeat(c.frames[:1], 14, axis=0), c.frames) for c in cases]
     assert abs(yard["autoencoder"]["psnr_db"] - np.mean(stills)) < 1e-9
@@ -147,11 +149,18 @@ def test_run_evaluation_with_ground_truth_and_static_generators(tmp_path):
     assert abl["no_text"] == {"check": "text_ok", "worse": 0, "better": 0, "p_value": 1.0}
     md = report.read_text()
     assert "no_trajectory: trajectory_error worse on 6 clips, better on 0 (p = 0.031)" in md
-    assert report.name == "report.md" and md.count("\n| ") == 7 and "| no_image |" in md
+    assert report.name == "report.md" and md.count("\n| ") == 8 and "| no_image |" in md
+    assert "no_motion_init" not in md and "sampled from pure noise" in md
     assert "| *the true clip through the model's autoencoder (the best its latents can do)* | " in md
     png = (tmp_path / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert not [p for p in tmp_path.iterdir() if p.name not in {"report.json", "report.md", "report.png"}]
+
+
+def test_the_cut_and_paste_animation_yardstick_follows_the_tracks():
+    rows = [evaluate_case(None, c, {}, lambda video: video) for c in held_out_cases(8, HELD_OUT_SEED, 14, (64, 64))]
+    ratio = np.mean([r["animation_error"] for r in rows]) / np.mean([r["static_error"] for r in rows])
+    assert ratio < 0.15, ratio  # measured 0.03: the discs move with the tracks by construction
 
 
 def test_run_evaluation_without_ablations_and_bad_input(tmp_path):

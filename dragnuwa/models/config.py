@@ -48,6 +48,9 @@ class ModelConfig:
     sampler: str = "dpmpp_2m"
     text_guidance: float = 1.5
     traj_guidance: float = 2.0
+    # Start sampling at this sigma from the noised cut-and-paste animation along the tracks
+    # (``dragnuwa.motion_init``, SDEdit); 0 = from pure noise, as in the paper.
+    motion_init: float = 0.0
     fps: float = 8.0
     # Independent condition dropout during training (paper Sec. 3.3), also enabling guidance.
     p_drop_text: float = 0.1
