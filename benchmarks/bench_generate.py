@@ -1,6 +1,6 @@
 """Seconds and peak memory of `dragnuwa generate` on CPU with the bundled model.
 
-    python benchmarks/bench_generate.py [--model bundled --frames 14 --steps N --repeat 3]
+    python benchmarks/bench_generate.py [--model bundled --frames 14 --steps N --repeat 3 --motion-init 0 1]
 
 Target: a 14-frame video at the bundled resolution with the default steps in under 20 s on 2 cores.
 """
@@ -20,6 +20,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=14)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--motion-init", type=float, nargs="+", default=[None],
+                    help="sampler starts to time (default: the model's; 0 = from pure noise, all steps)")
     args = ap.parse_args()
 
     import torch
@@ -32,20 +34,21 @@ def main() -> None:
     ex = example_paths("demo")
     pipe.text_encoder.encode(["warm-up"])
     load_s = time.perf_counter() - t
-    times = []
-    for i in range(args.repeat):
-        t = time.perf_counter()
-        res = pipe.generate(str(ex["image"]), str(ex["tracks"]), ex["prompt"].read_text().strip(),
-                            frames=args.frames, steps=args.steps, seed=i, show_progress=False)
-        times.append(time.perf_counter() - t)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
     cfg = pipe.cfg
-    print(f"model {cfg.name}: {cfg.width}x{cfg.height}, {args.frames} frames, {res.info['steps']} steps "
-          f"({cfg.sampler}, 3 guided passes batched), {torch.get_num_threads()} threads")
+    print(f"model {cfg.name}: {cfg.width}x{cfg.height}, {args.frames} frames, {cfg.sampler} "
+          f"(3 guided passes batched), {torch.get_num_threads()} threads")
     print(f"load (model + text encoder): {load_s:.1f} s")
-    print(f"generate: {np.mean(times):.2f} s per video (min {min(times):.2f}, over {args.repeat}); "
-          f"peak RSS {rss:.2f} GB")
-
+    for start in args.motion_init:
+        times = []
+        for i in range(args.repeat):
+            t = time.perf_counter()
+            res = pipe.generate(str(ex["image"]), str(ex["tracks"]), ex["prompt"].read_text().strip(),
+                                frames=args.frames, steps=args.steps, seed=i, show_progress=False, motion_init=start)
+            times.append(time.perf_counter() - t)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+        print(f"motion init {res.info['motion_init']:g}: {res.info['sampler_steps']} of {res.info['steps']} steps run; "
+              f"generate: {np.mean(times):.2f} s per video (min {min(times):.2f}, over {args.repeat}); "
+              f"peak RSS so far {rss:.2f} GB")
 
 if __name__ == "__main__":
     main()

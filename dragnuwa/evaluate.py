@@ -257,7 +257,7 @@ def plot_report(rows: list[dict], summary: dict, path: Path, clips: int = 3) -> 
         for k in range(len(req)):
             line = ax.plot(frames, np.linalg.norm(req[k] - req[k, 0], axis=-1), "--", lw=2,
                            label=f"requested #{k}")[0]
-            for name, style in (("full", "-"), ("no_trajectory", ":")):
+            for name, style in (("full", "-"), ("no_motion_init", "-."), ("no_trajectory", ":")):
                 if name in row:
                     f = np.asarray(row[name]["followed"])[k]
                     ax.plot(frames, np.linalg.norm(f - f[0], axis=-1), style, color=line.get_color(),

@@ -21,4 +21,4 @@ for name in demo multi_object anchor curved_path camera_pan; do
     --out examples/$name.mp4 --overlay examples/${name}_tracks.mp4
 done
 dragnuwa evaluate --count "$count" --steps "$steps" --out-dir docs/eval
-python benchmarks/bench_generate.py --repeat 3
+python benchmarks/bench_generate.py --repeat 3 --motion-init 0 ${motion_init:-0}
