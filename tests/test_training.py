@@ -140,6 +140,46 @@ def test_stage2_from_stage1_init(tmp_path):
               dataset=TinyData(), text_encoder=FakeText())
 
 
+def test_a_model_on_a_finer_autoencoder_starts_from_another_models_networks(tmp_path, capsys):
+    import dataclasses
+
+    from dragnuwa.models.config import AutoencoderConfig, get_preset
+    from dragnuwa.models.dragnuwa import DragNUWA, load_model, save_model
+    from dragnuwa.training.checkpoint import transplant_networks
+
+    torch.manual_seed(0)
+    src_path = save_model(tmp_path / "src.safetensors", DragNUWA(get_preset("tiny")))  # 4x, 4 latent channels
+    src = load_model(src_path)
+    # `tiny` on a 2x autoencoder with 2 latent channels, as `small_f2` is `small` on a 2x one.
+    fine_cfg = dataclasses.replace(get_preset("tiny"), autoencoder=AutoencoderConfig(channels=(8, 16), latent_channels=2))
+    model = DragNUWA(fine_cfg)
+    ae_before = {k: v.clone() for k, v in model.autoencoder.state_dict().items()}
+    fresh = transplant_networks(model, src_path)
+    # Left fresh: the UNet's input and output convs (channels follow the latents), nothing else.
+    assert fresh and all(k.startswith("unet.") for k in fresh) and len(fresh) <= 4, fresh
+    own, theirs = model.state_dict(), src.state_dict()
+    copied = [k for k in own if not k.startswith("autoencoder.") and k not in fresh]
+    assert len(copied) > 50 and all(torch.equal(own[k], theirs[k]) for k in copied)
+    assert "trajectory_encoder.stem.4.weight" in theirs and "trajectory_encoder.stem.4.weight" not in own
+    assert all(torch.equal(v, ae_before[k]) for k, v in model.autoencoder.state_dict().items())
+    # Through the training loop, from the config's flag.
+    cfg = _cfg(tmp_path / "t", steps=2, init=str(src_path), init_networks_only=True)
+    train(cfg, model=DragNUWA(fine_cfg), dataset=TinyData(), text_encoder=FakeText())
+    assert "init: trajectory encoder and UNet from" in capsys.readouterr().out
+    with pytest.raises(UserError, match="does not match"):  # the plain init refuses the other latents
+        train(_cfg(tmp_path / "u", steps=2, init=str(src_path)), model=DragNUWA(fine_cfg), dataset=TinyData(),
+              text_encoder=FakeText())
+
+
+def test_small_f2_preset_has_the_finer_latents():
+    from dragnuwa.models.config import get_preset
+    from dragnuwa.models.dragnuwa import DragNUWA
+
+    cfg = get_preset("small_f2")
+    assert cfg.autoencoder.factor == 2 and DragNUWA(cfg).latent_shape == (4, 32, 32)
+    assert get_preset("small").unet == cfg.unet and cfg.traj_cumulative
+
+
 @pytest.mark.parametrize("text, message", [
     ("model: tiny\nstpes: 3\n", "unknown key 'stpes'"),
     ("model: tiny\nsteps: many\n", "steps: expected int"),
@@ -168,8 +208,9 @@ def test_cli_bad_config_and_checkpoint_exit_2(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["tiny", "small_stage1", "small_stage2", "small_stage2c", "small_stage2_gpu",
-                                  "small_stage2_gpu_more", "base_stage1", "base_stage2",
-                                  "autoencoder_small", "autoencoder_small_decoder", "autoencoder_base"])
+                                  "small_stage2_gpu_more", "small_f2_stage2_gpu", "base_stage1", "base_stage2",
+                                  "autoencoder_small", "autoencoder_small_decoder", "autoencoder_small_f2",
+                                  "autoencoder_base"])
 def test_shipped_configs_load(name):
     from pathlib import Path
 

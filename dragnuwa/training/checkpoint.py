@@ -71,6 +71,21 @@ def load_weights_into(model, path: str | Path, prefix: str = "") -> None:
         raise UserError(f"{path} does not match the model: unexpected key {wrong[0]}")
 
 
+def transplant_networks(model, path: str | Path) -> list[str]:
+    """Start ``model`` from the trajectory encoder and UNet of the model file at ``path``, which may use
+    another autoencoder (other latent channels or size): every weight of the same name and shape is
+    copied, and the rest keep their fresh initialisation, e.g. the UNet's first and last convs (their
+    channels follow the latents) and a trajectory-encoder stride stage that finer latents do not need.
+    The autoencoder and its latent scale are never touched. Returns the names left fresh."""
+    src = {k: v for k, v in load_model(path).state_dict().items() if not k.startswith("autoencoder.")}
+    own = model.state_dict()
+    same = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+    if not same:
+        raise UserError(f"{path} shares no weights with the model: not a dragnuwa model of this architecture")
+    model.load_state_dict(same, strict=False)
+    return sorted(k for k in own if not k.startswith("autoencoder.") and k not in same)
+
+
 def _widen_inputs(state: dict, target: dict) -> dict:
     """Let a model with extra input channels start from one without them (e.g. ``traj_cumulative``).
 

@@ -27,6 +27,9 @@ class TrainConfig:
     stage: int = 1  # 1: dense flow maps, 2: sparse sampled tracks (paper Sec. 3.4)
     autoencoder: str = ""  # model file whose trained autoencoder weights are used (frozen)
     init: str = ""  # model file to start from (stage 2 from stage 1)
+    # Take only the trajectory encoder and UNet from ``init``, where they fit (a model on another
+    # autoencoder, e.g. `small_f2` from the bundled `small`; checkpoint.transplant_networks).
+    init_networks_only: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     steps: int = 1000
     batch_size: int = 4

@@ -141,7 +141,7 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
     from dragnuwa.models.config import get_preset
     from dragnuwa.models.dragnuwa import Cond, DragNUWA, save_model
     from dragnuwa.models.text_encoder import shared_text_encoder
-    from dragnuwa.training.checkpoint import load_checkpoint, load_weights_into, save_checkpoint
+    from dragnuwa.training.checkpoint import load_checkpoint, load_weights_into, save_checkpoint, transplant_networks
     from dragnuwa.training.ema import EMA
 
     out = Path(cfg.out_dir)
@@ -158,8 +158,10 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
         model = DragNUWA(get_preset(cfg.model))
         if cfg.autoencoder:
             load_weights_into(model, cfg.autoencoder, prefix="autoencoder.")
-        if cfg.init:
-            load_weights_into(model, cfg.init)
+    if cfg.init and cfg.init_networks_only:
+        fresh = transplant_networks(model, cfg.init)
+        if accelerator.is_main_process:
+            print(f"init: trajectory encoder and UNet from {cfg.init}; left fresh: {', '.join(fresh) or 'none'}")
     elif cfg.init:
         load_weights_into(model, cfg.init)
     model.autoencoder.requires_grad_(False)
