@@ -10,7 +10,9 @@ shapes. The conditions stay the same, so the drags, the text and the image still
 The animation (:func:`paste_along_tracks`): for each track that moves, the disc of the first
 image around its start is moved rigidly along the track; the places the discs leave are filled
 by inpainting (OpenCV's Telea method). Anchors and the rest of the image stay. Tracks are pasted
-in order, so a later track's disc covers an earlier one's where they overlap.
+in order, so a later track's disc covers an earlier one's where they overlap. A dense motion input
+(the "motion brush") carries every pixel along its own chained displacement instead
+(:func:`carry_along_flow`).
 """
 
 from __future__ import annotations
@@ -81,3 +83,65 @@ def paste_along_tracks(image: np.ndarray, tracks: np.ndarray, radius: float | No
                 frame[inside] = moved[inside]
         out[t] = np.clip(frame + 0.5, 0, 255).astype(np.uint8)
     return out
+
+
+def carry_along_flow(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """The first image ``uint8 [H, W, 3]`` carried along dense displacement maps ``[T, 2, H, W]``
+    (a motion brush, or ``flow_to_maps`` of a clip's flow) -> ``uint8 [T, H, W, 3]``.
+
+    Every pixel moves by its displacement from frame 0 (the maps chained, as the model reads them:
+    ``cumulative_displacement``) and is splatted bilinearly. Moving pixels cover still ones (the
+    brushed region is in front); pixels nothing lands on are inpainted, as where a disc left.
+    """
+    import torch
+
+    from dragnuwa.models.trajectory_encoder import cumulative_displacement
+
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    maps = np.asarray(maps, np.float32)
+    H, W = image.shape[:2]
+    if maps.ndim != 4 or maps.shape[1:] != (2, H, W):
+        raise ValueError(f"maps must be [T, 2, {H}, {W}], got {maps.shape}")
+    with torch.no_grad():
+        disp = cumulative_displacement(torch.from_numpy(maps)[None])[0].numpy()  # [T, 2, H, W]
+    ys, xs = np.mgrid[0:H, 0:W].astype(np.float32)
+    colours = image.reshape(-1, 3).astype(np.float64)
+    out = np.repeat(image[None], len(maps), axis=0)
+    for t in range(1, len(maps)):
+        moving = (np.hypot(disp[t, 0], disp[t, 1]) >= MIN_MOTION).reshape(-1)
+        if not moving.any():
+            continue
+        layers = [_splat(xs + disp[t, 0], ys + disp[t, 1], colours, sel, H, W) for sel in (~moving, moving)]
+        (still_rgb, still_w), (moved_rgb, moved_w) = layers
+        frame = np.where(still_w[..., None] >= 0.5, still_rgb, 0.0)
+        front = moved_w >= 0.5
+        frame[front] = moved_rgb[front]
+        hole = ((still_w < 0.5) & ~front).astype(np.uint8) * 255
+        frame = np.clip(frame + 0.5, 0, 255).astype(np.uint8)
+        out[t] = cv2.inpaint(frame, hole, 3, cv2.INPAINT_TELEA) if hole.any() else frame
+    return out
+
+
+def _splat(tx: np.ndarray, ty: np.ndarray, colours: np.ndarray, select: np.ndarray, H: int, W: int):
+    """Bilinear forward splat of the selected pixels to (tx, ty) (pixel indices) -> (colour, weight)."""
+    tx, ty = tx.reshape(-1)[select], ty.reshape(-1)[select]
+    x0, y0 = np.floor(tx).astype(np.int64), np.floor(ty).astype(np.int64)
+    fx, fy = tx - x0, ty - y0
+    num, den = np.zeros((H * W, 3)), np.zeros(H * W)
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        x, y = x0 + dx, y0 + dy
+        ok = (x >= 0) & (x < W) & (y >= 0) & (y < H) & (w > 0)
+        idx = y[ok] * W + x[ok]
+        np.add.at(den, idx, w[ok])
+        np.add.at(num, idx, colours[select][ok] * w[ok, None])
+    rgb = num / np.maximum(den, 1e-8)[:, None]
+    return rgb.reshape(H, W, 3), den.reshape(H, W)
+
+
+def motion_animation(image: np.ndarray, tracks: np.ndarray, maps: np.ndarray | None = None) -> np.ndarray | None:
+    """What motion init starts from: the dense ``maps`` carried (:func:`carry_along_flow`) when given,
+    else the discs pasted along ``tracks``; None when nothing moves (then sampling starts from noise)."""
+    if maps is not None:
+        moves = np.abs(np.asarray(maps)).sum(axis=0).max() >= MIN_MOTION
+        return carry_along_flow(image, maps) if moves else None
+    return paste_along_tracks(image, tracks) if len(moving_tracks(tracks)) else None

@@ -107,16 +107,16 @@ class Pipeline:
 
         ``drop`` names conditions replaced by the null condition ("text", "image", "traj"), for
         ablations; ``paste_first=False`` keeps the decoded first frame instead of the given image.
-        ``motion_init`` > 0 starts sampling at that noise level from the image cut and pasted along
-        the tracks (``dragnuwa.motion_init``; not in the paper); it needs the image, the tracks and
-        a track that moves, so it is off for a dense motion input and when either is dropped.
+        ``motion_init`` > 0 starts sampling at that noise level from the image moved along the
+        tracks or the dense motion (``dragnuwa.motion_init``; not in the paper); it needs the image,
+        the motion input and something that moves, so it is off when either is dropped.
         """
         from dragnuwa.diffusion.guidance import MultiCondGuider
         from dragnuwa.diffusion.preconditioning import EDMDenoiser
         from dragnuwa.diffusion.samplers import get_sampler
         from dragnuwa.diffusion.schedules import karras_sigmas, start_at
         from dragnuwa.models.dragnuwa import Cond
-        from dragnuwa.motion_init import moving_tracks, paste_along_tracks
+        from dragnuwa.motion_init import motion_animation
         from dragnuwa.trajectory import tracks_to_maps
         from dragnuwa.video import fit_image, load_image, to_tensor, to_uint8
 
@@ -161,9 +161,11 @@ class Pipeline:
         gen = torch.Generator().manual_seed(int(seed))
         sigmas = karras_sigmas(steps)
         x = torch.randn((1, frames, C, h, w), generator=gen)
-        if motion_init > 0 and flow is None and not {"traj", "image"} & set(drop) and len(moving_tracks(trk)):
-            # SDEdit from the cut-and-paste animation: its latents noised to sigma = motion_init.
-            guide = paste_along_tracks(fitted, trk)
+        guide = None
+        if motion_init > 0 and not {"traj", "image"} & set(drop):
+            guide = motion_animation(fitted, trk, maps if flow is not None else None)
+        if guide is not None:
+            # SDEdit from the image moved along the motion input: its latents noised to sigma = motion_init.
             sigmas = start_at(sigmas, motion_init)
             x = self.model.autoencoder.encode(to_tensor(guide)[None]) + x * sigmas[0]
         else:

@@ -6,7 +6,7 @@ import torch
 
 from dragnuwa.diffusion.schedules import karras_sigmas, start_at
 from dragnuwa.metrics import static_trajectory_error, track_points, trajectory_error
-from dragnuwa.motion_init import default_radius, moving_tracks, paste_along_tracks
+from dragnuwa.motion_init import carry_along_flow, default_radius, motion_animation, moving_tracks, paste_along_tracks
 
 
 def _scene():
@@ -65,6 +65,27 @@ def test_without_a_moving_track_the_animation_is_the_image():
         paste_along_tracks(image, np.zeros((5, 2)))
 
 
+def test_carrying_the_first_frame_along_the_exact_flow_comes_close_to_the_true_clip():
+    from dragnuwa.data.synthetic import render_clip
+    from dragnuwa.metrics import psnr
+    from dragnuwa.trajectory import flow_to_maps
+
+    # A camera pan, a still camera and a zoom (seeds 1,000,000..2), with moving objects in each.
+    for seed in (1_000_000, 1_000_001, 1_000_002):
+        clip = render_clip(seed, 14, (64, 64))
+        video = carry_along_flow(clip.frames[0], flow_to_maps(clip.flow))
+        assert video.shape == clip.frames.shape and np.array_equal(video[0], clip.frames[0])
+        static = np.repeat(clip.frames[:1], 14, axis=0)
+        # Measured 27.2 / 30.3 / 27.1 dB against 21.7 / 26.1 / 20.7 dB for a static video.
+        gain = psnr(video[1:], clip.frames[1:]) - psnr(static[1:], clip.frames[1:])
+        assert gain > 3.0, (seed, gain)
+    still = np.zeros((5, 2, 64, 64), np.float32)
+    assert motion_animation(clip.frames[0], np.zeros((0, 5, 2)), still) is None
+    assert motion_animation(clip.frames[0], np.zeros((0, 5, 2))) is None
+    with pytest.raises(ValueError, match="maps must be"):
+        carry_along_flow(clip.frames[0], still[:, :, :32])
+
+
 def test_start_at_keeps_the_schedule_below_the_start():
     sigmas = karras_sigmas(10)
     s = start_at(sigmas, 1.0)
@@ -113,6 +134,10 @@ def test_motion_init_is_off_without_the_image_the_tracks_or_motion(pipe):
     moving = np.stack([np.linspace([10.5, 12.5], [18.5, 16.5], 4)]).astype(np.float32)
     still = np.repeat([[[10.5, 12.5]]], 4, axis=1).astype(np.float32)
     on = pipe.generate(image, moving, "", steps=6, show_progress=False, motion_init=1.0)
+    assert on.info["motion_init"] == 1.0 and on.info["sampler_steps"] < 6
+    brush = np.zeros((4, 2, 32, 32), np.float32)
+    brush[1:, 0, 8:16, 8:16] = 2.0  # a dense motion input: a square moving right
+    on = pipe.generate(image, None, "", steps=6, show_progress=False, motion_init=1.0, flow=brush)
     assert on.info["motion_init"] == 1.0 and on.info["sampler_steps"] < 6
     for kwargs in ({"drop": ("traj",)}, {"drop": ("image",)}, {"tracks": still}, {"tracks": None},
                    {"tracks": None, "flow": np.zeros((4, 2, 32, 32), np.float32)}):
