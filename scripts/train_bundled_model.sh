@@ -26,4 +26,4 @@ python scripts/export_model.py runs/gpu_stage2/model.safetensors --traj-guidance
 #    --resume for 3.4 min, stopping at step 3,324; --max-steps 3324 repeats it in one go).
 dragnuwa train --config configs/small_stage2_gpu_more.yaml --max-steps 3324
 # Export (fp16; the autoencoder came with the init), examples, evaluation, benchmark.
-bash scripts/finish_bundled_model.sh runs/gpu_more/model.safetensors 100 10 "" 3  # guidance 3: best on validation seeds
+bash scripts/finish_bundled_model.sh runs/gpu_more/model.safetensors 100 10 "" 3 1  # guidance 3: best on validation seeds; motion init 1
