@@ -147,3 +147,18 @@ def test_motion_init_is_off_without_the_image_the_tracks_or_motion(pipe):
     for bad in (-1.0, float("nan"), 100.0):
         with pytest.raises(UserError, match="motion-init"):
             pipe.generate(image, moving, "", steps=2, show_progress=False, motion_init=bad)
+
+
+def test_evaluation_shows_the_model_alone_next_to_motion_init(pipe, tmp_path):
+    import json
+
+    from dragnuwa.evaluate import run_evaluation
+
+    md = run_evaluation(model=pipe.model, out_dir=tmp_path, count=2, steps=2, motion_init=1.0).read_text()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["meta"]["motion_init"] == 1.0 and "no_motion_init" in report["summary"]
+    assert report["summary"]["ablations"]["no_motion_init"]["check"] == "trajectory_error"
+    assert "| no_motion_init |" in md and "start at sigma 1.0" in md and "where motion init starts" in md
+    run_evaluation(model=pipe.model, out_dir=tmp_path / "off", count=1, steps=2, motion_init=0)
+    off = json.loads((tmp_path / "off" / "report.json").read_text())
+    assert "no_motion_init" not in off["summary"] and off["meta"]["motion_init"] == 0.0
