@@ -300,9 +300,10 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
     injected = generate_fn is not None
     start = None
     if not injected:
-        from dragnuwa.pipeline import load_pipeline
+        from dragnuwa.pipeline import check_motion_init, load_pipeline
 
         start = load_pipeline(model).cfg.motion_init if motion_init is None else float(motion_init)
+        check_motion_init(start)  # before any clip is rendered or scored
         generate_fn, size, frames, reconstruct_fn = pipeline_generator(model, steps, motion_init=start)
     variants = dict(VARIANTS) if ablations else {"full": ()}
     if not start:

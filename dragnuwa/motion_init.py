@@ -124,16 +124,18 @@ def carry_along_flow(image: np.ndarray, maps: np.ndarray) -> np.ndarray:
 
 def _splat(tx: np.ndarray, ty: np.ndarray, colours: np.ndarray, select: np.ndarray, H: int, W: int):
     """Bilinear forward splat of the selected pixels to (tx, ty) (pixel indices) -> (colour, weight)."""
-    tx, ty = tx.reshape(-1)[select], ty.reshape(-1)[select]
+    tx, ty, colours = tx.reshape(-1)[select], ty.reshape(-1)[select], colours[select]
     x0, y0 = np.floor(tx).astype(np.int64), np.floor(ty).astype(np.int64)
     fx, fy = tx - x0, ty - y0
     num, den = np.zeros((H * W, 3)), np.zeros(H * W)
     for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
         x, y = x0 + dx, y0 + dy
         ok = (x >= 0) & (x < W) & (y >= 0) & (y < H) & (w > 0)
-        idx = y[ok] * W + x[ok]
-        np.add.at(den, idx, w[ok])
-        np.add.at(num, idx, colours[select][ok] * w[ok, None])
+        idx, w = y[ok] * W + x[ok], w[ok]
+        # bincount sums the weights landing on each pixel (an unbuffered scatter-add).
+        den += np.bincount(idx, w, minlength=H * W)
+        for c in range(3):
+            num[:, c] += np.bincount(idx, colours[ok, c] * w, minlength=H * W)
     rgb = num / np.maximum(den, 1e-8)[:, None]
     return rgb.reshape(H, W, 3), den.reshape(H, W)
 

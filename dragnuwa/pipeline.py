@@ -59,6 +59,11 @@ def check_inputs(image, text: str, frames: int, steps: int, guidance: float, tra
     for name, g in (("guidance", guidance), ("traj-guidance", traj_guidance)):
         if not np.isfinite(g) or not 0 <= g <= 50:
             raise UserError(f"{name} must be a number between 0 and 50, got {g}")
+    check_motion_init(motion_init)
+
+
+def check_motion_init(motion_init: float) -> None:
+    """A sampler start must be a noise level of the schedule (0 = off, up to sigma_max 80)."""
     if not np.isfinite(motion_init) or not 0 <= motion_init <= 80:
         raise UserError(f"motion-init must be a noise level between 0 (off) and 80, got {motion_init}")
 

@@ -109,7 +109,7 @@ def pipe():
 def test_sampling_starts_from_the_noised_animation(pipe):
     """At a tiny start sigma the denoiser is nearly the identity (EDM's c_skip -> 1), so the video
     is the animation through the autoencoder: this fails if the start is not wired in."""
-    from dragnuwa.video import to_tensor, to_uint8
+    from dragnuwa.evaluate import autoencoder_round_trip
 
     rng = np.random.default_rng(0)
     image = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
@@ -117,9 +117,7 @@ def test_sampling_starts_from_the_noised_animation(pipe):
     res = pipe.generate(image, tracks.astype(np.float32), "", steps=8, show_progress=False, motion_init=0.003,
                         paste_first=False)
     assert res.info["motion_init"] == 0.003 and res.info["sampler_steps"] == 2  # 0.003, then 0.002 -> 0
-    ae = pipe.model.autoencoder
-    with torch.no_grad():
-        expected = to_uint8(ae.decode(ae.encode(to_tensor(paste_along_tracks(image, tracks))[None]))[0])
+    expected = autoencoder_round_trip(pipe.model.autoencoder)(paste_along_tracks(image, tracks))
     assert np.abs(res.frames.astype(int) - expected.astype(int)).mean() < 1.0
     from_noise = pipe.generate(image, tracks.astype(np.float32), "", steps=8, show_progress=False, motion_init=0,
                                paste_first=False)
@@ -162,3 +160,8 @@ def test_evaluation_shows_the_model_alone_next_to_motion_init(pipe, tmp_path):
     run_evaluation(model=pipe.model, out_dir=tmp_path / "off", count=1, steps=2, motion_init=0)
     off = json.loads((tmp_path / "off" / "report.json").read_text())
     assert "no_motion_init" not in off["summary"] and off["meta"]["motion_init"] == 0.0
+    from dragnuwa.errors import UserError
+
+    with pytest.raises(UserError, match="motion-init"):
+        run_evaluation(model=pipe.model, out_dir=tmp_path / "bad", count=1, steps=2, motion_init=-1.0)
+    assert not (tmp_path / "bad").exists()
