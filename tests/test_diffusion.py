@@ -102,6 +102,33 @@ def test_loss_of_the_exact_denoiser_is_one_and_sigma_is_lognormal():
     assert abs(sigma.log().mean().item() + 1.2) < 0.06 and abs(sigma.log().std().item() - 1.2) < 0.05
 
 
+def test_motion_init_loss_noises_along_the_sdedit_path():
+    """Guided samples see x0 + (sigma / sigma_start)(guide - x0) + sigma n with ln sigma uniform over
+    [ln(sigma_start / 20), ln sigma_start]; the others plain x0 + sigma n with log-normal sigma."""
+    sd, sigma_start, seen = 0.5, 1.5, {}
+
+    def F(x_in, c_noise, cond):  # record the noisy input D was given
+        sigma = (4 * c_noise).exp().view(-1, 1)
+        seen["x"] = x_in * (sigma ** 2 + sd ** 2).sqrt()
+        return torch.zeros_like(x_in)
+
+    D = EDMDenoiser(F, sigma_data=sd)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.zeros(400, 4000, dtype=torch.float64)
+    guide = torch.ones_like(x0)  # the guide differs from the data by 1 everywhere
+    guided = torch.arange(400) % 2 == 0
+    _, _, sigma = D.loss(x0, None, generator=g, per_sample=True, guide=guide, guided=guided, sigma_start=sigma_start)
+    x = seen["x"]
+    share = torch.where(guided, sigma / sigma_start, torch.zeros_like(sigma))
+    # Each row's mean is the guide's share plus the mean of 4000 noise draws (std sigma / 63): 5 std.
+    assert ((x.mean(1) - share.double()).abs() < 5 * sigma.double() / math.sqrt(4000)).all()
+    assert torch.allclose(x.std(1), sigma.double(), rtol=0.05)
+    s_g = sigma[guided].log()
+    assert s_g.min() >= math.log(sigma_start / 20) - 1e-6 and s_g.max() <= math.log(sigma_start) + 1e-6
+    assert abs(s_g.mean().item() - math.log(sigma_start / math.sqrt(20))) < 0.2
+    assert sigma[~guided].max() > sigma_start  # the unguided keep the full log-normal range
+
+
 def test_edm_loss_falls_on_a_toy_problem():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 64), torch.nn.SiLU(), torch.nn.Linear(64, 2))

@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from dragnuwa.errors import UserError
-from dragnuwa.training.config import TrainConfig, load_config
+from dragnuwa.training.config import DataConfig, TrainConfig, load_config
 from dragnuwa.training.loop import train
 
 
@@ -23,10 +24,10 @@ class FakeText:
 
 
 class TinyData(torch.utils.data.Dataset):
-    def __init__(self, n=2, stage=1):
+    def __init__(self, n=2, stage=1, animation=False):
         from dragnuwa.data.dataset import SyntheticClips
 
-        self.inner = SyntheticClips(first_seed=11, count=n, frames=4, size=(32, 32), stage=stage)
+        self.inner = SyntheticClips(first_seed=11, count=n, frames=4, size=(32, 32), stage=stage, animation=animation)
 
     def __len__(self):
         return len(self.inner)
@@ -171,6 +172,42 @@ def test_a_model_on_a_finer_autoencoder_starts_from_another_models_networks(tmp_
               text_encoder=FakeText())
 
 
+def test_motion_init_training_noises_from_the_animation(tmp_path, monkeypatch):
+    """With ``motion_init`` the loop encodes the batch's animation and hands it to the loss as the
+    guide, for the samples that keep both the image and the trajectory (as at inference)."""
+    from dragnuwa.diffusion.preconditioning import EDMDenoiser
+    from dragnuwa.models.config import get_preset
+    from dragnuwa.models.dragnuwa import DragNUWA
+
+    calls, real_loss = [], EDMDenoiser.loss
+
+    def spy(self, x0, cond, generator=None, per_sample=False, guide=None, guided=None, sigma_start=1.0):
+        calls.append((x0.detach().clone(), None if guide is None else guide.detach().clone(), guided, sigma_start))
+        return real_loss(self, x0, cond, generator, per_sample, guide, guided, sigma_start)
+
+    monkeypatch.setattr(EDMDenoiser, "loss", spy)
+    torch.manual_seed(0)
+    model = DragNUWA(get_preset("tiny"))
+    model.cfg.p_drop_image, model.cfg.p_drop_traj = 0.0, 1.0  # every trajectory dropped: nothing guided
+    cfg = _cfg(tmp_path / "a", steps=2, stage=2, motion_init=0.7, motion_init_fraction=1.0)
+    train(cfg, model=model, dataset=TinyData(stage=2, animation=True), text_encoder=FakeText())
+    assert all(g is not None and not m.any() and s == 0.7 for _, g, m, s in calls)
+    model.cfg.p_drop_traj = 0.0
+    calls.clear()
+    train(_cfg(tmp_path / "b", steps=2, stage=2, motion_init=0.7, motion_init_fraction=1.0), model=model,
+          dataset=TinyData(stage=2, animation=True), text_encoder=FakeText())
+    assert all(m.all() for _, _, m, _ in calls)
+    # The guide is the animation's latents: same first frame as the clip, different later frames.
+    x0, guide = calls[0][0], calls[0][1]
+    assert torch.allclose(guide[:, 0], x0[:, 0], atol=1e-5) and not torch.allclose(guide, x0, atol=1e-3)
+    assert _losses(cfg) and all(math.isfinite(v) for v in _losses(cfg))
+    with pytest.raises(UserError, match="motion_init training needs data.source synthetic"):
+        from dragnuwa.training.loop import build_dataset
+
+        build_dataset(_cfg(tmp_path, motion_init=1.0, data=DataConfig(source="folder", root=str(tmp_path))),
+                      get_preset("tiny"))
+
+
 def test_small_f2_preset_has_the_finer_latents():
     from dragnuwa.models.config import get_preset
     from dragnuwa.models.dragnuwa import DragNUWA
@@ -185,6 +222,7 @@ def test_small_f2_preset_has_the_finer_latents():
     ("model: tiny\nsteps: many\n", "steps: expected int"),
     ("model: [unclosed\n", "not valid YAML"),
     ("stage: 3\n", "stage must be 1 or 2"),
+    ("motion_init_fraction: 1.5\n", "motion_init_fraction in \\[0, 1\\]"),
 ])
 def test_bad_configs(tmp_path, text, message):
     path = tmp_path / "c.yaml"

@@ -58,28 +58,43 @@ def candidate_tracks(flow: np.ndarray, rng: np.random.Generator, layers: np.ndar
 
 def make_maps(flow: np.ndarray, stage: int, rng: np.random.Generator, max_tracks: int,
               layers: np.ndarray | None = None, extra_tracks: np.ndarray | None = None,
-              size: tuple[int, int] | None = None) -> np.ndarray:
+              size: tuple[int, int] | None = None, return_tracks: bool = False):
     """Trajectory input of one clip -> float32 ``[T, 2, H, W]``.
 
     Stage 1: the dense flow (``trajectory.flow_to_maps``). Stage 2: ``sample_tracks`` from
     :func:`candidate_tracks`, spread by ``tracks_to_maps``. ``size=(W, H)`` rescales the
-    result (flow values and track coordinates scale with their axis).
+    result (flow values and track coordinates scale with their axis). ``return_tracks`` also
+    returns the picked tracks ``[N, T, 2]`` at that size (none in stage 1), as ``(maps, tracks)``.
     """
     from dragnuwa import trajectory as tj
 
     T1, H, W = flow.shape[:3]
     out_w, out_h = size if size is not None else (W, H)
     sx, sy = out_w / W, out_h / H
+    picked = np.zeros((0, T1 + 1, 2))
     if stage == 1:
         if (out_w, out_h) != (W, H):
             interp = cv2.INTER_AREA if out_w < W else cv2.INTER_LINEAR
             flow = np.stack([cv2.resize(f, (out_w, out_h), interpolation=interp) for f in flow]) * [sx, sy]
-        return tj.flow_to_maps(flow.astype(np.float32))
-    cands = candidate_tracks(flow, rng, layers, extra_tracks)
-    if len(cands) == 0:  # everything occluded or left the frame: no trajectory at all
-        return np.zeros((T1 + 1, 2, out_h, out_w), np.float32)
-    picked = tj.sample_tracks(cands, max_tracks, rng) * [sx, sy]
-    return tj.tracks_to_maps(picked, out_h, out_w)
+        maps = tj.flow_to_maps(flow.astype(np.float32))
+    else:
+        cands = candidate_tracks(flow, rng, layers, extra_tracks)
+        if len(cands):
+            picked = tj.sample_tracks(cands, max_tracks, rng) * [sx, sy]
+        # No candidates (everything occluded or left the frame): no trajectory at all, zero maps.
+        maps = tj.tracks_to_maps(picked, out_h, out_w) if len(picked) else np.zeros((T1 + 1, 2, out_h, out_w), np.float32)
+    return (maps, picked) if return_tracks else maps
+
+
+def animation_of(frames: np.ndarray, maps: np.ndarray, tracks: np.ndarray, stage: int) -> np.ndarray:
+    """The motion-init animation of a training clip ``uint8 [T, H, W, 3]``: its first frame moved
+    along its trajectory input as the pipeline would at inference (``motion_init.motion_animation``:
+    the dense maps carried in stage 1, discs along the tracks in stage 2). Where nothing moves the
+    clip itself is returned, so the training loop's start mixes in nothing (docs/training.md)."""
+    from dragnuwa.motion_init import motion_animation
+
+    anim = motion_animation(frames[0], tracks, maps if stage == 1 else None)
+    return frames if anim is None else anim
 
 
 def _check_stage(stage: int) -> None:
@@ -91,12 +106,14 @@ class SyntheticClips(Dataset):
     """Procedural clips rendered on the fly: index i is the scene with seed ``first_seed + i``."""
 
     def __init__(self, first_seed: int = 0, count: int = 1_000_000, frames: int = 14,
-                 size: tuple[int, int] = (64, 64), stage: int = 1, max_tracks: int = 8):
+                 size: tuple[int, int] = (64, 64), stage: int = 1, max_tracks: int = 8,
+                 animation: bool = False):
         _check_stage(stage)
         if frames < 2:
             raise UserError(f"frames must be at least 2, got {frames}")
         self.first_seed, self.count, self.frames, self.size = first_seed, count, frames, tuple(size)
         self.stage, self.max_tracks = stage, max_tracks
+        self.animation = animation  # also return "animation" (:func:`animation_of`)
 
     def __len__(self) -> int:
         return self.count
@@ -110,9 +127,12 @@ class SyntheticClips(Dataset):
         seed = self.first_seed + int(i) % self.count
         clip = render_clip(seed, self.frames, self.size)
         centres = clip.tracks[clip.visible.all(axis=1)]
-        maps = make_maps(clip.flow, self.stage, np.random.default_rng([seed, 2]), self.max_tracks,
-                         clip.layers, centres)
-        return {"video": to_tensor(clip.frames), "text": clip.caption, "maps": torch.from_numpy(maps)}
+        maps, tracks = make_maps(clip.flow, self.stage, np.random.default_rng([seed, 2]), self.max_tracks,
+                                 clip.layers, centres, return_tracks=True)
+        item = {"video": to_tensor(clip.frames), "text": clip.caption, "maps": torch.from_numpy(maps)}
+        if self.animation:
+            item["animation"] = to_tensor(animation_of(clip.frames, maps, tracks, self.stage))
+        return item
 
 
 class ClipFolder(Dataset):

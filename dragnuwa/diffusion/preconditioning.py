@@ -67,19 +67,36 @@ class EDMDenoiser(nn.Module):
         return (rnd * self.p_std + self.p_mean).exp()
 
     def loss(self, x0: torch.Tensor, cond, generator: torch.Generator | None = None,
-             per_sample: bool = False):
+             per_sample: bool = False, guide: torch.Tensor | None = None,
+             guided: torch.Tensor | None = None, sigma_start: float = 1.0):
         """EDM training loss E[lambda(sigma) ||D(x0 + n, sigma) - x0||^2] (Eq. 2 with Table 1).
 
         Returns the scalar mean over the batch, or ``(mean, per-sample [B], sigma [B])`` when
         ``per_sample``. The squared error is averaged over each sample's elements, so the optimal
         denoiser of data with std ``sigma_data`` scores exactly 1.
+
+        Motion-init training (not in the paper): for the samples marked ``guided`` ``[B]`` the
+        input is what SDEdit sampling from ``guide`` (latents like ``x0``, a rough animation) at
+        ``sigma_start`` shows the model. An ideal ODE step keeps the guide's share of the clean part
+        at sigma / sigma_start, so the input is ``x0 + (sigma / sigma_start) (guide - x0) + sigma n``
+        with ln sigma uniform over [ln(sigma_start / 20), ln sigma_start] (where the schedule of
+        ``start_at`` runs), and the target is still ``x0``: the model learns to correct the guide's
+        errors instead of trusting them or pulling moved content back to the first frame.
         """
         b = x0.shape[0]
+        shape = (-1, *([1] * (x0.ndim - 1)))
         sigma = self.sample_sigma(b, generator, x0.device)
         # Draw on the generator's device (a CPU generator with CUDA data is the usual case).
         gen_device = generator.device if generator is not None else x0.device
         noise = torch.randn(x0.shape, generator=generator, device=gen_device).to(x0.device, x0.dtype)
-        noisy = x0 + noise * sigma.reshape(-1, *([1] * (x0.ndim - 1))).to(x0.dtype)
+        clean = x0
+        if guide is not None:
+            u = torch.rand(b, generator=generator, device=gen_device).to(x0.device)
+            guided = guided.to(x0.device)
+            sigma = torch.where(guided, sigma_start * 20.0 ** -u, sigma)
+            share = torch.where(guided, sigma / sigma_start, torch.zeros_like(sigma)).reshape(shape)
+            clean = x0 + share.to(x0.dtype) * (guide - x0)
+        noisy = clean + noise * sigma.reshape(shape).to(x0.dtype)
         denoised = self(noisy, sigma, cond)
         err = ((denoised.float() - x0.float()) ** 2).flatten(1).mean(1)
         losses = edm_loss_weight(sigma, self.sigma_data) * err

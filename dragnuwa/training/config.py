@@ -43,6 +43,11 @@ class TrainConfig:
     # objects go is decided at high sigma; video models shift p_mean up (SVD uses 0.7).
     p_mean: float = -1.2
     p_std: float = 1.2
+    # Motion-init training (not in the paper; docs/training.md): a share of each batch is noised
+    # from the clip's cut-and-paste animation as SDEdit sampling from sigma = motion_init would
+    # (EDMDenoiser.loss), so the model fixes the animation instead of pulling it back. 0: off.
+    motion_init: float = 0.0
+    motion_init_fraction: float = 0.5
     mixed_precision: str = "bf16"  # "no" or "bf16"
     ckpt_every: int = 200
     log_every: int = 10
@@ -91,6 +96,9 @@ def validate(cfg) -> None:
             raise UserError(f"mixed_precision must be 'no' or 'bf16', got {cfg.mixed_precision!r}")
         if cfg.data.source not in ("synthetic", "folder"):
             raise UserError(f"data.source must be 'synthetic' or 'folder', got {cfg.data.source!r}")
+        if cfg.motion_init < 0 or not 0 <= cfg.motion_init_fraction <= 1:
+            raise UserError(f"motion_init must be >= 0 and motion_init_fraction in [0, 1], got "
+                            f"{cfg.motion_init} and {cfg.motion_init_fraction}")
         if cfg.workers < 0 or cfg.max_minutes < 0:
             raise UserError(f"workers and max_minutes must be >= 0, got {cfg.workers} and {cfg.max_minutes}")
     for name in ("steps", "batch_size"):

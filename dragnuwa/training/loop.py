@@ -27,8 +27,11 @@ def build_dataset(cfg: TrainConfig, model_cfg):
 
     size = (model_cfg.width, model_cfg.height)
     if cfg.data.source == "folder":
+        if cfg.motion_init > 0:
+            raise UserError("motion_init training needs data.source synthetic (clip folders carry no animation)")
         return ClipFolder(cfg.data.root, model_cfg.frames, size, cfg.stage, cfg.data.max_tracks)
-    return SyntheticClips(cfg.data.first_seed, cfg.data.count, model_cfg.frames, size, cfg.stage, cfg.data.max_tracks)
+    return SyntheticClips(cfg.data.first_seed, cfg.data.count, model_cfg.frames, size, cfg.stage, cfg.data.max_tracks,
+                          animation=cfg.motion_init > 0)
 
 
 def batch_at(dataset, step: int, batch_size: int, rank: int, world: int) -> dict:
@@ -40,8 +43,11 @@ def batch_at(dataset, step: int, batch_size: int, rank: int, world: int) -> dict
         items = [dataset.sample(i, epoch) for epoch, i in passes]
     else:
         items = [dataset[i] for _, i in passes]
-    return {"video": torch.stack([it["video"] for it in items]), "text": [it["text"] for it in items],
-            "maps": torch.stack([it["maps"] for it in items])}
+    batch = {"video": torch.stack([it["video"] for it in items]), "text": [it["text"] for it in items],
+             "maps": torch.stack([it["maps"] for it in items])}
+    if "animation" in items[0]:
+        batch["animation"] = torch.stack([it["animation"] for it in items])
+    return batch
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -128,8 +134,8 @@ class _Objective(torch.nn.Module):
         super().__init__()
         self.denoiser = denoiser
 
-    def forward(self, x0, cond, generator):
-        return self.denoiser.loss(x0, cond, generator=generator)
+    def forward(self, x0, cond, generator, guide=None, guided=None, sigma_start=1.0):
+        return self.denoiser.loss(x0, cond, generator=generator, guide=guide, guided=guided, sigma_start=sigma_start)
 
 
 def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text_encoder=None) -> Path:
@@ -213,8 +219,14 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
             keep = [(torch.rand(b, generator=gen) >= p).to(dev) for p in
                     (mcfg.p_drop_text, mcfg.p_drop_image, mcfg.p_drop_traj)]
             cond = Cond(text, mask, x0[:, 0], batch["maps"].to(dev, non_blocking=True)).drop(*keep)
+            guide = guided = None
+            if cfg.motion_init > 0:
+                # As at inference: motion init only with both the image and the trajectory kept.
+                with torch.no_grad():
+                    guide = model.autoencoder.encode(batch["animation"].to(dev, non_blocking=True))
+                guided = (torch.rand(b, generator=gen) < cfg.motion_init_fraction).to(dev) & keep[1] & keep[2]
             with accelerator.accumulate(objective), accelerator.autocast():
-                loss = objective(x0, cond, gen)
+                loss = objective(x0, cond, gen, guide, guided, cfg.motion_init)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, cfg.grad_clip)
