@@ -27,7 +27,8 @@ class TinyData(torch.utils.data.Dataset):
     def __init__(self, n=2, stage=1, animation=False):
         from dragnuwa.data.dataset import SyntheticClips
 
-        self.inner = SyntheticClips(first_seed=11, count=n, frames=4, size=(32, 32), stage=stage, animation=animation)
+        self.inner = SyntheticClips(first_seed=11, count=n, frames=4, size=(32, 32), stage=stage,
+                                    animation=animation)
 
     def __len__(self):
         return len(self.inner)

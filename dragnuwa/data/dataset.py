@@ -82,7 +82,8 @@ def make_maps(flow: np.ndarray, stage: int, rng: np.random.Generator, max_tracks
         if len(cands):
             picked = tj.sample_tracks(cands, max_tracks, rng) * [sx, sy]
         # No candidates (everything occluded or left the frame): no trajectory at all, zero maps.
-        maps = tj.tracks_to_maps(picked, out_h, out_w) if len(picked) else np.zeros((T1 + 1, 2, out_h, out_w), np.float32)
+        maps = (tj.tracks_to_maps(picked, out_h, out_w) if len(picked)
+                else np.zeros((T1 + 1, 2, out_h, out_w), np.float32))
     return (maps, picked) if return_tracks else maps
 
 
