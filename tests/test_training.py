@@ -125,7 +125,7 @@ def test_ema_is_the_decayed_average_and_copies_buffers():
 
 def test_stage2_from_stage1_init(tmp_path):
     from dragnuwa.models.config import get_preset
-    from dragnuwa.models.dragnuwa import DragNUWA, load_model
+    from dragnuwa.models.dragnuwa import DragNUWA, load_model, save_model
 
     torch.manual_seed(0)
     s1 = train(_cfg(tmp_path / "s1", steps=2), model=DragNUWA(get_preset("tiny")), dataset=TinyData(),
@@ -137,6 +137,13 @@ def test_stage2_from_stage1_init(tmp_path):
     # Stage 2 started from stage 1: after 2 small steps the weights are still close to stage 1's.
     w1 = load_model(s1).state_dict()["unet.conv_in.weight"]
     assert (model.state_dict()["unet.conv_in.weight"] - w1).abs().max() < 0.05
+    # A fine-tune keeps the sampling defaults of the model it starts from, not the preset's.
+    tuned = load_model(s1)
+    tuned.cfg.traj_guidance, tuned.cfg.motion_init = 4.5, 0.8
+    tuned_path = save_model(tmp_path / "tuned.safetensors", tuned)
+    out = train(_cfg(tmp_path / "s4", steps=1, stage=2, init=str(tuned_path)), model=DragNUWA(get_preset("tiny")),
+                dataset=TinyData(stage=2), text_encoder=FakeText())
+    assert (load_model(out).cfg.traj_guidance, load_model(out).cfg.motion_init) == (4.5, 0.8)
     with pytest.raises(UserError, match="not found"):
         train(_cfg(tmp_path / "s3", init=str(tmp_path / "none.safetensors")), model=DragNUWA(get_preset("tiny")),
               dataset=TinyData(), text_encoder=FakeText())
@@ -247,7 +254,8 @@ def test_cli_bad_config_and_checkpoint_exit_2(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["tiny", "small_stage1", "small_stage2", "small_stage2c", "small_stage2_gpu",
-                                  "small_stage2_gpu_more", "small_f2_stage2_gpu", "base_stage1", "base_stage2",
+                                  "small_stage2_gpu_more", "small_f2_stage2_gpu", "small_stage2_motion_init",
+                                  "small_stage2_motion_init_gpu", "base_stage1", "base_stage2",
                                   "autoencoder_small", "autoencoder_small_decoder", "autoencoder_small_f2",
                                   "autoencoder_base"])
 def test_shipped_configs_load(name):

@@ -54,12 +54,21 @@ def load_checkpoint(folder: Path, model, ema_model, optimizer, scheduler) -> int
     return int(state["step"])
 
 
+# ModelConfig fields that set how the model samples by default, not what it is.
+SAMPLING_DEFAULTS = ("steps", "sampler", "text_guidance", "traj_guidance", "motion_init", "fps")
+
+
 def load_weights_into(model, path: str | Path, prefix: str = "") -> None:
     """Copy weights from a model file into ``model`` (only keys starting with ``prefix``)."""
     src = load_model(path)
     if prefix in ("", "autoencoder."):  # these loads bring the autoencoder
         # The latent scale is set by autoencoder training; keep the config (saved with the model) in step.
         model.cfg.autoencoder.scale = src.cfg.autoencoder.scale
+    if prefix == "":
+        # A fine-tune keeps the sampling defaults chosen for the model it starts from (export_model.py
+        # re-chooses them), rather than falling back to the preset's.
+        for name in SAMPLING_DEFAULTS:
+            setattr(model.cfg, name, getattr(src.cfg, name))
     state = {k: v for k, v in src.state_dict().items() if k.startswith(prefix)}
     state = _widen_inputs(state, model.state_dict())
     try:
