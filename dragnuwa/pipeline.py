@@ -63,9 +63,11 @@ def check_inputs(image, text: str, frames: int, steps: int, guidance: float, tra
 
 
 def check_motion_init(motion_init: float) -> None:
-    """A sampler start must be a noise level of the schedule (0 = off, up to sigma_max 80)."""
-    if not np.isfinite(motion_init) or not 0 <= motion_init <= 80:
-        raise UserError(f"motion-init must be a noise level between 0 (off) and 80, got {motion_init}")
+    """A sampler start must be a noise level of the schedule (0 = off, up to its sigma_max)."""
+    from dragnuwa.diffusion.schedules import SIGMA_MAX
+
+    if not np.isfinite(motion_init) or not 0 <= motion_init <= SIGMA_MAX:
+        raise UserError(f"motion-init must be a noise level between 0 (off) and {SIGMA_MAX:g}, got {motion_init}")
 
 
 class Pipeline:

@@ -7,8 +7,12 @@ from dataclasses import dataclass
 
 import torch
 
+# EDM's noise range (Karras et al. 2022, Sec. 5): every schedule's default, and the highest level a
+# sampler can start from (the pipeline's motion-init check).
+SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 
-def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
+
+def karras_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = 7.0) -> torch.Tensor:
     """Karras et al. 2022, Eq. 5: ``n`` levels from sigma_max down to sigma_min, then a final 0.
 
     sigma_i = (sigma_max^(1/rho) + i/(n-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho; rho = 7
@@ -25,8 +29,8 @@ def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho
 class KarrasDiscretization:
     """Eq. 5 as a swappable object: ``disc(n) -> sigmas [n + 1]``."""
 
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
+    sigma_min: float = SIGMA_MIN
+    sigma_max: float = SIGMA_MAX
     rho: float = 7.0
 
     def __call__(self, n: int) -> torch.Tensor:
@@ -37,8 +41,8 @@ class KarrasDiscretization:
 class LogLinearDiscretization:
     """Levels evenly spaced in log sigma (the uniform-in-t grid of DPM-Solver++, Lu et al. 2022)."""
 
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
+    sigma_min: float = SIGMA_MIN
+    sigma_max: float = SIGMA_MAX
 
     def __call__(self, n: int) -> torch.Tensor:
         if n < 1 or not 0 < self.sigma_min <= self.sigma_max:
