@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dragnuwa.errors import UserError
-from dragnuwa.training.config import DataConfig, TrainConfig, load_config
+from dragnuwa.training.config import DataConfig, TrainConfig, load_config, validate
 from dragnuwa.training.loop import train
 
 
@@ -160,7 +160,8 @@ def test_a_model_on_a_finer_autoencoder_starts_from_another_models_networks(tmp_
     src_path = save_model(tmp_path / "src.safetensors", DragNUWA(get_preset("tiny")))  # 4x, 4 latent channels
     src = load_model(src_path)
     # `tiny` on a 2x autoencoder with 2 latent channels, as `small_f2` is `small` on a 2x one.
-    fine_cfg = dataclasses.replace(get_preset("tiny"), autoencoder=AutoencoderConfig(channels=(8, 16), latent_channels=2))
+    fine_cfg = dataclasses.replace(get_preset("tiny"),
+                                   autoencoder=AutoencoderConfig(channels=(8, 16), latent_channels=2))
     model = DragNUWA(fine_cfg)
     ae_before = {k: v.clone() for k, v in model.autoencoder.state_dict().items()}
     fresh = transplant_networks(model, src_path)
@@ -210,10 +211,7 @@ def test_motion_init_training_noises_from_the_animation(tmp_path, monkeypatch):
     assert torch.allclose(guide[:, 0], x0[:, 0], atol=1e-5) and not torch.allclose(guide, x0, atol=1e-3)
     assert _losses(cfg) and all(math.isfinite(v) for v in _losses(cfg))
     with pytest.raises(UserError, match="motion_init training needs data.source synthetic"):
-        from dragnuwa.training.loop import build_dataset
-
-        build_dataset(_cfg(tmp_path, motion_init=1.0, data=DataConfig(source="folder", root=str(tmp_path))),
-                      get_preset("tiny"))
+        validate(_cfg(tmp_path, motion_init=1.0, data=DataConfig(source="folder", root=str(tmp_path))))
 
 
 def test_small_f2_preset_has_the_finer_latents():

@@ -99,6 +99,8 @@ def validate(cfg) -> None:
         if cfg.motion_init < 0 or not 0 <= cfg.motion_init_fraction <= 1:
             raise UserError(f"motion_init must be >= 0 and motion_init_fraction in [0, 1], got "
                             f"{cfg.motion_init} and {cfg.motion_init_fraction}")
+        if cfg.motion_init > 0 and cfg.data.source != "synthetic":
+            raise UserError("motion_init training needs data.source synthetic (clip folders carry no animation)")
         if cfg.workers < 0 or cfg.max_minutes < 0:
             raise UserError(f"workers and max_minutes must be >= 0, got {cfg.workers} and {cfg.max_minutes}")
     for name in ("steps", "batch_size"):

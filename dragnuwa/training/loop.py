@@ -27,8 +27,6 @@ def build_dataset(cfg: TrainConfig, model_cfg):
 
     size = (model_cfg.width, model_cfg.height)
     if cfg.data.source == "folder":
-        if cfg.motion_init > 0:
-            raise UserError("motion_init training needs data.source synthetic (clip folders carry no animation)")
         return ClipFolder(cfg.data.root, model_cfg.frames, size, cfg.stage, cfg.data.max_tracks)
     return SyntheticClips(cfg.data.first_seed, cfg.data.count, model_cfg.frames, size, cfg.stage, cfg.data.max_tracks,
                           animation=cfg.motion_init > 0)
