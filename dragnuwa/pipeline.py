@@ -109,7 +109,8 @@ class Pipeline:
                  seed: int = 0, guidance: float | None = None, traj_guidance: float | None = None, flow=None,
                  fit: str = "crop", progress: Callable[[int, int], None] | None = None,
                  sampler: str | None = None, show_progress: bool = True, drop: tuple[str, ...] = (),
-                 paste_first: bool = True, motion_init: float | None = None) -> GenerationResult:
+                 paste_first: bool = True, motion_init: float | None = None,
+                 motion_region: str = "disc") -> GenerationResult:
         """Generate a video (paper Sec. 3: text + image + trajectory). Same seed, same video.
 
         ``drop`` names conditions replaced by the null condition ("text", "image", "traj"), for
@@ -117,6 +118,8 @@ class Pipeline:
         ``motion_init`` > 0 starts sampling at that noise level from the image moved along the
         tracks or the dense motion (``dragnuwa.motion_init``; not in the paper); it needs the image,
         the motion input and something that moves, so it is off when either is dropped.
+        ``motion_region`` is what moves along each track in that animation: a "disc" around its
+        start, or the "object" under it (GrabCut; docs/model_card.md has both measured).
         """
         from dragnuwa.diffusion.guidance import MultiCondGuider
         from dragnuwa.diffusion.preconditioning import EDMDenoiser
@@ -135,6 +138,8 @@ class Pipeline:
         motion_init = cfg.motion_init if motion_init is None else float(motion_init)
         check_inputs(image, text, frames, steps, guidance, traj_guidance, max_frames=4 * cfg.frames,
                      motion_init=motion_init)
+        if motion_region not in ("disc", "object"):
+            raise UserError(f"motion region must be 'disc' or 'object', got {motion_region!r}")
         t0 = time.time()
         img = load_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
         if img.ndim == 2:
@@ -170,7 +175,7 @@ class Pipeline:
         x = torch.randn((1, frames, C, h, w), generator=gen)
         guide = None
         if motion_init > 0 and not {"traj", "image"} & set(drop):
-            guide = motion_animation(fitted, trk, maps if flow is not None else None)
+            guide = motion_animation(fitted, trk, maps if flow is not None else None, motion_region)
         if guide is not None:
             # SDEdit from the image moved along the motion input: its latents noised to sigma = motion_init.
             sigmas = start_at(sigmas, motion_init)
@@ -192,7 +197,8 @@ class Pipeline:
         if paste_first:
             out[0] = fitted  # the first frame is the given image (the paper conditions on it)
         info = {"seed": int(seed), "steps": steps, "frames": frames, "guidance": guidance,
-                "traj_guidance": traj_guidance, "motion_init": motion_init, "sampler_steps": len(sigmas) - 1,
+                "traj_guidance": traj_guidance, "motion_init": motion_init,
+                "motion_region": motion_region if motion_init else None, "sampler_steps": len(sigmas) - 1,
                 "seconds": round(time.time() - t0, 2),
                 "input_size": [src_w, src_h], "model_size": [cfg.width, cfg.height], "fit": fit,
                 "point_mapping": transform.describe(), "tracks": int(len(trk))}
@@ -238,7 +244,7 @@ def load_pipeline(model="bundled") -> Pipeline:
 
 def generate_to_file(image, tracks=None, flow=None, text: str = "", out: str = "out.mp4", frames=None, steps=None,
                      seed: int = 0, guidance=None, traj_guidance=None, model="bundled", overlay=None,
-                     fit: str = "crop", motion_init=None) -> Path:
+                     fit: str = "crop", motion_init=None, motion_region: str = "disc") -> Path:
     """`dragnuwa generate`: one video written atomically to ``out`` (+ optional tracks overlay)."""
     from dragnuwa.video import write_video
     from dragnuwa.viz import draw_tracks
@@ -249,7 +255,8 @@ def generate_to_file(image, tracks=None, flow=None, text: str = "", out: str = "
         print("note: no --tracks or --flow given: the motion follows the text and image alone")
     pipe = load_pipeline(model)
     res = pipe.generate(image, tracks=tracks, text=text, frames=frames, steps=steps, seed=seed, guidance=guidance,
-                        traj_guidance=traj_guidance, flow=flow, fit=fit, motion_init=motion_init)
+                        traj_guidance=traj_guidance, flow=flow, fit=fit, motion_init=motion_init,
+                        motion_region=motion_region)
     fps = pipe.cfg.fps
     path = write_video(out, res.frames, fps)
     if overlay:
@@ -257,6 +264,6 @@ def generate_to_file(image, tracks=None, flow=None, text: str = "", out: str = "
     i = res.info
     print(f"image {i['input_size'][0]}x{i['input_size'][1]} -> {i['model_size'][0]}x{i['model_size'][1]} "
           f"({i['fit']}); {i['point_mapping']}; {i['tracks']} tracks, {i['frames']} frames, "
-          f"{i['sampler_steps']} sampler steps" + (f" from motion init at sigma {i['motion_init']:g}"
+          f"{i['sampler_steps']} sampler steps" + (f" from motion init at sigma {i['motion_init']:g} ({i['motion_region']})"
                                                    if i["motion_init"] else "") + f", {i['seconds']} s")
     return path

@@ -6,7 +6,8 @@ import torch
 
 from dragnuwa.diffusion.schedules import karras_sigmas, start_at
 from dragnuwa.metrics import static_trajectory_error, track_points, trajectory_error
-from dragnuwa.motion_init import carry_along_flow, default_radius, motion_animation, moving_tracks, paste_along_tracks
+from dragnuwa.motion_init import (carry_along_flow, default_radius, disc_region, motion_animation, moving_tracks,
+                                  object_region, paste_along_tracks)
 
 
 def _scene():
@@ -63,6 +64,52 @@ def test_without_a_moving_track_the_animation_is_the_image():
     assert default_radius(64, 64) == pytest.approx(7.5) and default_radius(256, 128) == pytest.approx(30)
     with pytest.raises(ValueError, match=r"\[N, T, 2\]"):
         paste_along_tracks(image, np.zeros((5, 2)))
+
+
+def test_the_object_region_finds_the_object_under_the_track():
+    """GrabCut near each track's start against the renderer's exact layer of that object."""
+    from dragnuwa.evaluate import held_out_cases
+    from dragnuwa.data.synthetic import render_clip
+
+    r = default_radius(64, 64)
+    ious = {"object": [], "disc": []}
+    for case in held_out_cases(12, 1_500_000, 14, (64, 64)):
+        layers = render_clip(case.seed, 14, (64, 64)).layers[0]
+        for start in case.tracks[:, 0]:
+            truth = layers == layers[int(start[1]), int(start[0])]
+            for name, region in (("object", object_region(case.image, start, r)), ("disc", disc_region(64, 64, start, r))):
+                assert region[int(start[1]), int(start[0])]
+                ious[name].append((region & truth).sum() / (region | truth).sum())
+    # Measured IoU 0.83 (object) and 0.46 (disc) on 30 scenes.
+    assert np.mean(ious["object"]) > 0.7 and np.mean(ious["disc"]) < 0.6, {k: np.mean(v) for k, v in ious.items()}
+
+
+def test_an_object_larger_than_the_disc_moves_whole_and_leaves_no_halo():
+    yy, xx = np.mgrid[0:64, 0:64].astype(np.float32) + 0.5
+    image = np.empty((64, 64, 3), np.uint8)
+    image[:] = (40, 90, 160)
+    big = (xx - 24) ** 2 + (yy - 32) ** 2 <= 12 ** 2  # radius 12 px, the disc reaches 7.5
+    image[big] = (230, 200, 40)
+    tracks = np.stack([np.linspace([24.0, 32.0], [40.0, 32.0], 5)])  # 16 px right
+    moved = (xx - 40) ** 2 + (yy - 32) ** 2 <= 11 ** 2  # inside the moved object, away from its edge
+    behind = (xx - 24) ** 2 + (yy - 32) ** 2 <= 11 ** 2
+    behind &= (xx - 40) ** 2 + (yy - 32) ** 2 > 13 ** 2  # where it was and no longer is
+    by_object = paste_along_tracks(image, tracks, region="object")[-1].astype(int)
+    by_disc = paste_along_tracks(image, tracks, region="disc")[-1].astype(int)
+    yellow, blue = np.array([230, 200, 40]), np.array([40, 90, 160])
+    assert np.abs(by_object[moved] - yellow).max() <= 2 and np.abs(by_object[behind] - blue).mean() < 10
+    # The disc cuts the object: most of what it left behind still shows yellow.
+    assert np.abs(by_disc[behind] - yellow).sum(-1).mean() < np.abs(by_disc[behind] - blue).sum(-1).mean()
+    with pytest.raises(ValueError, match="region"):
+        paste_along_tracks(image, tracks, region="square")
+
+
+def test_the_object_region_falls_back_to_the_disc_where_grabcut_cannot_work():
+    flat = np.full((64, 64, 3), 128, np.uint8)
+    disc = disc_region(64, 64, (30.5, 30.5), 7.5)
+    assert np.array_equal(object_region(flat, (30.5, 30.5), 7.5), disc)
+    tiny = np.full((8, 8, 3), 90, np.uint8)  # the whole image within 2.5 radii: no background to model
+    assert np.array_equal(object_region(tiny, (4.0, 4.0), 7.5), disc_region(8, 8, (4.0, 4.0), 7.5))
 
 
 def test_carrying_the_first_frame_along_the_exact_flow_comes_close_to_the_true_clip():
@@ -123,6 +170,26 @@ def test_sampling_starts_from_the_noised_animation(pipe):
                                paste_first=False)
     assert from_noise.info["sampler_steps"] == 8
     assert np.abs(from_noise.frames.astype(int) - expected.astype(int)).mean() > 5.0
+
+
+def test_the_motion_region_reaches_the_animation(pipe):
+    """``motion_region="object"`` moves the object, not the disc, in what sampling starts from."""
+    from dragnuwa.errors import UserError
+    from dragnuwa.evaluate import autoencoder_round_trip
+
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32) + 0.5
+    image = np.stack([40 + 3 * xx, 60 + 2 * yy, 150 + 0 * xx], axis=-1).astype(np.uint8)
+    image[(xx - 12) ** 2 + (yy - 16) ** 2 <= 5 ** 2] = (230, 40, 40)  # disc radius at 32 px: 3.75
+    tracks = np.stack([np.linspace([12.0, 16.0], [20.0, 16.0], 4)]).astype(np.float32)
+    round_trip = autoencoder_round_trip(pipe.model.autoencoder)
+    expected = {r: round_trip(paste_along_tracks(image, tracks, region=r)).astype(int) for r in ("disc", "object")}
+    assert np.abs(expected["disc"] - expected["object"]).mean() > 2.0
+    res = pipe.generate(image, tracks, "", steps=8, show_progress=False, motion_init=0.003, paste_first=False,
+                        motion_region="object")
+    assert res.info["motion_region"] == "object"
+    assert np.abs(res.frames.astype(int) - expected["object"]).mean() < 1.0
+    with pytest.raises(UserError, match="motion region"):
+        pipe.generate(image, tracks, "", steps=2, show_progress=False, motion_region="blob")
 
 
 def test_motion_init_is_off_without_the_image_the_tracks_or_motion(pipe):
