@@ -112,8 +112,16 @@ def cmd_app(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- parser
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse, but a bad argument gets one line (not the whole usage) and exit code 2, like every
+    other bad input; subcommand parsers inherit it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dragnuwa", description=__doc__.splitlines()[0])
+    p = OneLineErrors(prog="dragnuwa", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("demo", help="generate a video with the bundled model and example")

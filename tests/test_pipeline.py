@@ -103,9 +103,9 @@ def test_generate_cli_end_to_end_and_bad_input(tmp_path, tiny_model_file):
     out = tmp_path / "out.mp4"
     r = _cli("generate", "--image", str(img), "--tracks", str(tmp_path / "t.json"), "--text", "a cat",
              "--out", str(out), "--model", str(tiny_model_file), "--steps", "20", "--overlay", str(tmp_path / "o.mp4"),
-             "--motion-init", "1")
+             "--motion-init", "1", "--motion-region", "object")
     assert r.returncode == 0, r.stderr
-    assert "sampler steps from motion init at sigma 1," in r.stdout and "1 tracks" not in r.stdout, r.stdout
+    assert "sampler steps from motion init at sigma 1 (object)," in r.stdout and "1 tracks" not in r.stdout, r.stdout
     from dragnuwa.video import read_video
 
     assert read_video(out)[0].shape == (4, 32, 32, 3) and (tmp_path / "o.mp4").is_file()
@@ -117,6 +117,7 @@ def test_generate_cli_end_to_end_and_bad_input(tmp_path, tiny_model_file):
         ("--image", str(img), "--tracks", str(tmp_path / "bad.json")),
         ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--frames", "999"),
         ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--motion-init", "-1"),
+        ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--motion-region", "blob"),
         ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--model", str(tmp_path / "nope.safetensors")),
     ]
     for args in cases:
