@@ -73,3 +73,27 @@ def test_click_editing_state_machine():
     state, _, _ = app_mod.on_click(state, 1, 1)
     state, _, _ = app_mod.on_reset(state)
     assert app_mod.tracks_json(state)["tracks"] == []
+
+
+def test_the_ui_generation_passes_the_motion_region(tmp_path):
+    from dragnuwa.errors import UserError
+    from dragnuwa.models.config import get_preset
+    from dragnuwa.models.dragnuwa import DragNUWA
+    from dragnuwa.pipeline import Pipeline
+    from dragnuwa.video import read_video
+
+    torch.manual_seed(0)
+    pipe = Pipeline(DragNUWA(get_preset("tiny")))
+    yy, xx = np.mgrid[0:32, 0:32] + 0.5
+    image = np.full((32, 32, 3), 60, np.uint8)
+    image[(xx - 12) ** 2 + (yy - 16) ** 2 <= 25] = (230, 40, 40)
+    tracks = {"width": 32, "height": 32, "tracks": [[[12, 16], [20, 16]]]}
+    videos = {}
+    for region in ("disc", "object"):
+        video, _, _ = app_mod.run_generation(pipe, image, tracks, "", 4, 6, 0, 1.0, 1.0, motion_init=0.5,
+                                             motion_region=region)
+        videos[region] = read_video(video)[0].astype(int)
+    # The object and the disc around it start sampling from different animations.
+    assert np.abs(videos["disc"] - videos["object"]).mean() > 1.0
+    with pytest.raises(UserError, match="motion region"):
+        app_mod.run_generation(pipe, image, tracks, "", 4, 2, 0, 1.0, 1.0, motion_init=0.5, motion_region="x")
