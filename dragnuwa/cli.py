@@ -99,7 +99,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     report = evaluate.run_evaluation(model=args.model, out_dir=args.out_dir, count=args.count,
                                      seed=args.seed, steps=args.steps, ablations=args.ablations,
-                                     motion_init=args.motion_init)
+                                     motion_init=args.motion_init, motion_region=args.motion_region)
     print(report)
 
 
@@ -206,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ablations", dest="ablations", action="store_false")
     s.add_argument("--motion-init", type=float, default=None, metavar="SIGMA",
                    help="sampler start (model default); when on, a no_motion_init row shows the model alone")
+    s.add_argument("--motion-region", choices=["disc", "object"], default="disc",
+                   help="what motion init moves along each track (as in generate)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("app", help="web UI: drag trajectories on an image, get the video")

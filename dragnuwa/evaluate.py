@@ -67,10 +67,12 @@ def held_out_cases(count: int, first_seed: int, frames: int, size: tuple[int, in
 
 
 def pipeline_generator(model="bundled", steps: int | None = None, seed: int = 0,
-                       motion_init: float | None = None) -> tuple[Generator, tuple, int, Reconstructor]:
+                       motion_init: float | None = None,
+                       motion_region: str = "disc") -> tuple[Generator, tuple, int, Reconstructor]:
     """The one place the evaluation calls the generation pipeline: ``(generate, (W, H), frames,
     reconstruct)``; ``reconstruct`` passes a video through the model's autoencoder. ``motion_init``
-    None = the model's default; a ``drop`` naming "motion_init" turns it off for that call."""
+    None = the model's default; a ``drop`` naming "motion_init" turns it off for that call;
+    ``motion_region`` is what it moves along each track ("disc" or "object")."""
     from dragnuwa.pipeline import load_pipeline
 
     pipe = load_pipeline(model)
@@ -81,7 +83,7 @@ def pipeline_generator(model="bundled", steps: int | None = None, seed: int = 0,
         # paste_first=False: the decoded first frame is scored, not the given image pasted over it.
         res = pipe.generate(image, tracks, text, frames=tracks.shape[1], steps=steps, seed=seed,
                             drop=tuple(d for d in drop if d != "motion_init"), paste_first=False,
-                            show_progress=False, motion_init=start)
+                            show_progress=False, motion_init=start, motion_region=motion_region)
         return res.frames
 
     return generate, (cfg.width, cfg.height), cfg.frames, autoencoder_round_trip(pipe.model.autoencoder)
@@ -113,9 +115,10 @@ def _checked_video(video, case: Case, variant: str) -> np.ndarray:
 
 
 def evaluate_case(generate: Generator | None, case: Case, variants: dict = VARIANTS,
-                  reconstruct: Reconstructor | None = None) -> dict:
+                  reconstruct: Reconstructor | None = None, motion_region: str = "disc") -> dict:
     """Metrics of one case for each variant (one generation per variant), and the yardsticks
-    (with no variants, ``generate`` is not called: the yardsticks alone)."""
+    (with no variants, ``generate`` is not called: the yardsticks alone); ``motion_region`` is
+    what the motion-init yardstick cuts out along each track."""
     starts = case.tracks[:, 0]
     static = np.repeat(case.image[None], case.tracks.shape[1], axis=0)
     # The static yardstick goes through the same tracker (on identical frames it stays put exactly).
@@ -134,7 +137,7 @@ def evaluate_case(generate: Generator | None, case: Case, variants: dict = VARIA
     if reconstruct is not None:
         from dragnuwa.motion_init import paste_along_tracks
 
-        start = reconstruct(paste_along_tracks(case.image, case.tracks))
+        start = reconstruct(paste_along_tracks(case.image, case.tracks, region=motion_region))
         row["animation_error"] = trajectory_error(case.tracks, track_points(start, starts))
     for name, drop in variants.items():
         video = _checked_video(generate(case.image, case.tracks, case.text, drop), case, name)
@@ -231,7 +234,8 @@ def _report_markdown(summary: dict, meta: dict) -> str:
         "through the autoencoder it shows the best this model can score, as every video it makes is "
         "decoded from latents.",
         "- no_motion_init: the model alone, sampled from pure noise as in the paper; the other rows start "
-        f"at sigma {meta.get('motion_init')} from the image cut and pasted along the tracks (motion init)."
+        f"at sigma {meta.get('motion_init')} from the image cut and pasted along the tracks (motion init; "
+        f"{'the object under each track' if meta.get('motion_region') == 'object' else 'a disc around each track'})."
         if "no_motion_init" in summary else "- sampled from pure noise (no motion init), as in the paper.",
         f"- model {meta['model']}, seeds from {meta['seed']}, steps {meta['steps']}, "
         f"{meta['frames']} frames at {meta['size'][0]}x{meta['size'][1]}.", "", "![report](report.png)"]
@@ -281,19 +285,23 @@ def plot_report(rows: list[dict], summary: dict, path: Path, clips: int = 3) -> 
 def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, seed: int = HELD_OUT_SEED,
                    steps: int | None = None, ablations: bool = True, generate_fn: Generator | None = None,
                    size: tuple[int, int] = (64, 64), frames: int = 14,
-                   reconstruct_fn: Reconstructor | None = None, motion_init: float | None = None) -> Path:
+                   reconstruct_fn: Reconstructor | None = None, motion_init: float | None = None,
+                   motion_region: str = "disc") -> Path:
     """Metrics on ``count`` held-out clips, with and without each condition; returns report.md's path.
 
     ``generate_fn(image, tracks, text, drop) -> uint8 [T, H, W, 3]`` replaces the model (tests);
     then ``size=(W, H)`` and ``frames`` set the clips, otherwise the model's resolution does, and
     ``reconstruct_fn`` (optional) stands for the autoencoder round trip of the yardstick.
     ``motion_init``: the sampler's start (None = the model's default); when it is on, the
-    ``no_motion_init`` row shows the model alone.
+    ``no_motion_init`` row shows the model alone; ``motion_region`` ("disc" or "object") is what
+    motion init moves along each track.
     """
     if int(count) < 1:
         raise UserError(f"--count must be at least 1, got {count}")
     if steps is not None and int(steps) < 1:
         raise UserError(f"--steps must be at least 1, got {steps}")
+    if motion_region not in ("disc", "object"):
+        raise UserError(f"motion region must be 'disc' or 'object', got {motion_region!r}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"output folder {out} is an existing file")
@@ -304,20 +312,21 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
 
         start = load_pipeline(model).cfg.motion_init if motion_init is None else float(motion_init)
         check_motion_init(start)  # before any clip is rendered or scored
-        generate_fn, size, frames, reconstruct_fn = pipeline_generator(model, steps, motion_init=start)
+        generate_fn, size, frames, reconstruct_fn = pipeline_generator(model, steps, motion_init=start,
+                                                                       motion_region=motion_region)
     variants = dict(VARIANTS) if ablations else {"full": ()}
     if not start:
         variants.pop("no_motion_init", None)
     name = str(model) if isinstance(model, (str, Path)) else type(model).__name__
     meta = {"model": "custom generator" if injected else name, "seed": int(seed), "steps": steps,
-            "motion_init": start, "frames": int(frames), "size": [int(size[0]), int(size[1])],
+            "motion_init": start, "motion_region": motion_region, "frames": int(frames), "size": [int(size[0]), int(size[1])],
             "variants": list(variants)}
     if int(seed) < TRAINING_SEEDS_END:
         meta["warning"] = (f"seeds from {seed} overlap the training scenes (0..{TRAINING_SEEDS_END - 1}); "
                            f"use --seed {HELD_OUT_SEED} or above for held-out results")
         print(f"warning: {meta['warning']}")
     cases = held_out_cases(int(count), seed, int(frames), tuple(size))
-    rows = [evaluate_case(generate_fn, c, variants, reconstruct_fn)
+    rows = [evaluate_case(generate_fn, c, variants, reconstruct_fn, motion_region)
             for c in tqdm(cases, desc="evaluating", unit="clip")]
     summary = summarise(rows, variants)
     out.mkdir(parents=True, exist_ok=True)

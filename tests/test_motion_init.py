@@ -224,6 +224,13 @@ def test_evaluation_shows_the_model_alone_next_to_motion_init(pipe, tmp_path):
     assert report["meta"]["motion_init"] == 1.0 and "no_motion_init" in report["summary"]
     assert report["summary"]["ablations"]["no_motion_init"]["check"] == "trajectory_error"
     assert "| no_motion_init |" in md and "start at sigma 1.0" in md and "where motion init starts" in md
+    assert report["meta"]["motion_region"] == "disc" and "a disc around each track" in md
+    md = run_evaluation(model=pipe.model, out_dir=tmp_path / "object", count=1, steps=2, motion_init=1.0,
+                        motion_region="object").read_text()
+    assert "the object under each track" in md
+    # The yardstick of where motion init starts moves the same region as the generations.
+    by_object = json.loads((tmp_path / "object" / "report.json").read_text())["clips"][0]["animation_error"]
+    assert by_object != pytest.approx(report["clips"][0]["animation_error"], abs=1e-3)
     run_evaluation(model=pipe.model, out_dir=tmp_path / "off", count=1, steps=2, motion_init=0)
     off = json.loads((tmp_path / "off" / "report.json").read_text())
     assert "no_motion_init" not in off["summary"] and off["meta"]["motion_init"] == 0.0
@@ -231,4 +238,6 @@ def test_evaluation_shows_the_model_alone_next_to_motion_init(pipe, tmp_path):
 
     with pytest.raises(UserError, match="motion-init"):
         run_evaluation(model=pipe.model, out_dir=tmp_path / "bad", count=1, steps=2, motion_init=-1.0)
+    with pytest.raises(UserError, match="motion region"):
+        run_evaluation(model=pipe.model, out_dir=tmp_path / "bad", count=1, steps=2, motion_region="blob")
     assert not (tmp_path / "bad").exists()
