@@ -7,6 +7,7 @@ error of each next to a static video's, and the PSNR of the whole video against 
 
     python scripts/guidance_sweep.py runs/c_stage2/checkpoint/ema.safetensors --scales 2 5 8 --clips 12
     python scripts/guidance_sweep.py bundled --scales 3 --motion-init 0 0.6 1 2 --clips 30
+    python scripts/guidance_sweep.py bundled --scales 3 --motion-init 0.3 1 --motion-region object --clips 30
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--motion-init", type=float, nargs="+", default=[None],
                     help="sampler starts to try (default: the model's own)")
+    ap.add_argument("--motion-region", choices=["disc", "object"], default="disc",
+                    help="what motion init moves along each track")
     args = ap.parse_args()
     pipe = load_pipeline(args.model)
     cases = held_out_cases(args.clips, VALIDATION_SEED, pipe.cfg.frames, (pipe.cfg.width, pipe.cfg.height))
@@ -41,7 +44,8 @@ def main() -> None:
     for case in tqdm(cases, desc="validation clips"):
         for name, drop, scale, start in settings:
             res = pipe.generate(case.image, case.tracks, case.text, steps=args.steps, seed=0, drop=drop,
-                                traj_guidance=scale, paste_first=False, show_progress=False, motion_init=start)
+                                traj_guidance=scale, paste_first=False, show_progress=False, motion_init=start,
+                                motion_region=args.motion_region)
             followed = track_points(res.frames, case.tracks[:, 0])
             errors.setdefault(name, []).append(trajectory_error(case.tracks, followed))
             fidelity.setdefault(name, []).append(psnr(res.frames, case.frames))
