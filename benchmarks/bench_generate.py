@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from dragnuwa.cli import MOTION_REGIONS  # light: the package's torch-free copy
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -23,7 +25,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--motion-init", type=float, nargs="+", default=[None],
                     help="sampler starts to time (default: the model's; 0 = from pure noise, all steps)")
-    ap.add_argument("--motion-region", nargs="+", default=["disc"], choices=["disc", "object"],
+    ap.add_argument("--motion-region", nargs="+", default=["disc"], choices=MOTION_REGIONS,
                     help="what motion init moves along each track (timed for each start above 0)")
     args = ap.parse_args()
 

@@ -135,6 +135,7 @@ def build_app(model="bundled"):
     import gradio as gr
 
     from dragnuwa.demo import example_paths, list_examples
+    from dragnuwa.motion_init import MOTION_REGIONS
     from dragnuwa.pipeline import load_pipeline
     from dragnuwa.video import load_image
 
@@ -218,7 +219,7 @@ def build_app(model="bundled"):
                 motion_init = gr.Slider(0, 4, value=cfg.motion_init, step=0.1, label="Motion init (0 = off)",
                                         info="start from the image cut and pasted along the tracks, noised "
                                              "to this level: lower follows the drags more closely")
-                motion_region = gr.Radio(["disc", "object"], value="disc", label="Motion init moves",
+                motion_region = gr.Radio(list(MOTION_REGIONS), value="disc", label="Motion init moves",
                                          info="the disc around each track's start, or the object under it")
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
                 video = gr.Video(label="Video", autoplay=True, loop=True)

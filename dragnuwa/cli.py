@@ -15,6 +15,11 @@ from pathlib import Path
 from dragnuwa.errors import UserError
 
 
+# dragnuwa.motion_init.MOTION_REGIONS, spelled out so `dragnuwa --help` need not import torch and OpenCV
+# (tests/test_motion_init.py keeps the two in step).
+MOTION_REGIONS = ("disc", "object")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -145,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--motion-init", type=float, default=None, metavar="SIGMA",
                    help="start sampling at this noise level from the image cut and pasted along the "
                         "tracks; 0 = from pure noise, as in the paper (model default)")
-    s.add_argument("--motion-region", choices=["disc", "object"], default="disc",
+    s.add_argument("--motion-region", choices=MOTION_REGIONS, default="disc",
                    help="what motion init moves along each track: the disc around its start, or the "
                         "object under it (found by GrabCut)")
     s.add_argument("--model", default="bundled", help="'bundled' or a model .safetensors path")
@@ -206,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ablations", dest="ablations", action="store_false")
     s.add_argument("--motion-init", type=float, default=None, metavar="SIGMA",
                    help="sampler start (model default); when on, a no_motion_init row shows the model alone")
-    s.add_argument("--motion-region", choices=["disc", "object"], default="disc",
+    s.add_argument("--motion-region", choices=MOTION_REGIONS, default="disc",
                    help="what motion init moves along each track (as in generate)")
     s.set_defaults(func=cmd_evaluate)
 

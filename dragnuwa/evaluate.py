@@ -300,8 +300,9 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
         raise UserError(f"--count must be at least 1, got {count}")
     if steps is not None and int(steps) < 1:
         raise UserError(f"--steps must be at least 1, got {steps}")
-    if motion_region not in ("disc", "object"):
-        raise UserError(f"motion region must be 'disc' or 'object', got {motion_region!r}")
+    from dragnuwa.pipeline import check_motion_region
+
+    check_motion_region(motion_region)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"output folder {out} is an existing file")

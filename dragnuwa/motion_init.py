@@ -25,6 +25,8 @@ from dragnuwa.trajectory import default_sigma
 
 # A track moving less than this (pixels, over the whole clip) is an anchor: nothing is cut out.
 MIN_MOTION = 0.25
+# What the animation moves along each track: the disc around its start, or the object under it.
+MOTION_REGIONS = ("disc", "object")
 
 
 def default_radius(height: int, width: int) -> float:
@@ -103,8 +105,8 @@ def paste_along_tracks(image: np.ndarray, tracks: np.ndarray, radius: float | No
     if tracks.ndim != 3 or tracks.shape[2] != 2:
         raise ValueError(f"tracks must be [N, T, 2], got {tracks.shape}")
     T = tracks.shape[1]
-    if region not in ("object", "disc"):
-        raise ValueError(f"region must be 'object' or 'disc', got {region!r}")
+    if region not in MOTION_REGIONS:
+        raise ValueError(f"region must be one of {MOTION_REGIONS}, got {region!r}")
     radius = default_radius(H, W) if radius is None else float(radius)
     out = np.repeat(image[None], T, axis=0)
     moving = moving_tracks(tracks)

@@ -70,6 +70,14 @@ def check_motion_init(motion_init: float) -> None:
         raise UserError(f"motion-init must be a noise level between 0 (off) and {SIGMA_MAX:g}, got {motion_init}")
 
 
+def check_motion_region(region: str) -> None:
+    """What motion init moves along each track must be one of ``motion_init.MOTION_REGIONS``."""
+    from dragnuwa.motion_init import MOTION_REGIONS
+
+    if region not in MOTION_REGIONS:
+        raise UserError(f"motion region must be {' or '.join(map(repr, MOTION_REGIONS))}, got {region!r}")
+
+
 class Pipeline:
     """A loaded model ready to generate. ``Pipeline(model)`` with a ``DragNUWA`` instance, or
     ``load_pipeline(path | "bundled")``."""
@@ -138,8 +146,7 @@ class Pipeline:
         motion_init = cfg.motion_init if motion_init is None else float(motion_init)
         check_inputs(image, text, frames, steps, guidance, traj_guidance, max_frames=4 * cfg.frames,
                      motion_init=motion_init)
-        if motion_region not in ("disc", "object"):
-            raise UserError(f"motion region must be 'disc' or 'object', got {motion_region!r}")
+        check_motion_region(motion_region)
         t0 = time.time()
         img = load_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
         if img.ndim == 2:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from dragnuwa.evaluate import held_out_cases
 from dragnuwa.metrics import psnr, static_trajectory_error, track_points, trajectory_error
+from dragnuwa.motion_init import MOTION_REGIONS
 from dragnuwa.pipeline import load_pipeline
 
 VALIDATION_SEED = 1_500_000
@@ -32,7 +33,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--motion-init", type=float, nargs="+", default=[None],
                     help="sampler starts to try (default: the model's own)")
-    ap.add_argument("--motion-region", choices=["disc", "object"], default="disc",
+    ap.add_argument("--motion-region", choices=MOTION_REGIONS, default="disc",
                     help="what motion init moves along each track")
     args = ap.parse_args()
     pipe = load_pipeline(args.model)

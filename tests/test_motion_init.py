@@ -104,6 +104,12 @@ def test_an_object_larger_than_the_disc_moves_whole_and_leaves_no_halo():
         paste_along_tracks(image, tracks, region="square")
 
 
+def test_the_command_line_offers_the_regions_the_animation_knows():
+    from dragnuwa import cli, motion_init
+
+    assert cli.MOTION_REGIONS == motion_init.MOTION_REGIONS
+
+
 def test_the_object_region_falls_back_to_the_disc_where_grabcut_cannot_work():
     flat = np.full((64, 64, 3), 128, np.uint8)
     disc = disc_region(64, 64, (30.5, 30.5), 7.5)
