@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from dragnuwa.data.dataset import ClipFolder, SyntheticClips, candidate_tracks, make_maps
+from dragnuwa.data.dataset import ClipFolder, SyntheticClips, candidate_tracks, changed_mask, make_maps
 from dragnuwa.data.synthetic import render_clip, write_dataset
 from dragnuwa.errors import UserError
 
@@ -185,3 +185,26 @@ def test_motion_init_training_animation(stage):
             assert e_anim < 0.6 * e_static, (i, e_anim, e_static)
         err_anim, err_static = err_anim + e_anim, err_static + e_static
     assert err_anim < 0.92 * err_static, (err_anim, err_static)  # 0.88 on these clips
+
+
+def test_changed_mask_marks_where_moved_objects_were_and_went():
+    """``changed`` (for ``changed_weight`` training) is 1 where a frame shows another surface than
+    frame 0: at the start and at the end of every object that moved clear of itself, and nowhere in
+    frame 0 or in a clip where nothing moves relative to the layers."""
+    hits = total = 0
+    for seed in range(600000, 600030):
+        clip = render_clip(seed, 14, (64, 64))
+        item = SyntheticClips(first_seed=seed, count=1, frames=14, size=(64, 64), stage=2, changed=True)[0]
+        mask = item["changed"].numpy()
+        assert mask.shape == (14, 64, 64) and mask[0].max() == 0
+        assert np.array_equal(mask, changed_mask(clip.layers))
+        for k, obj in enumerate(clip.objects):
+            start, end = clip.tracks[k, 0], clip.tracks[k, -1]
+            if not (clip.visible[k, 0] and clip.visible[k, -1]) or np.hypot(*(end - start)) < 2.5 * obj["radius"]:
+                continue
+            for x, y in (start, end):
+                hits += mask[-1, int(y), int(x)] == 1
+                total += 1
+    assert total >= 10 and hits >= 0.9 * total, (hits, total)
+    still = np.zeros((5, 8, 8), np.int8)
+    assert changed_mask(still).max() == 0

@@ -129,6 +129,36 @@ def test_motion_init_loss_noises_along_the_sdedit_path():
     assert sigma[~guided].max() > sigma_start  # the unguided keep the full log-normal range
 
 
+def test_weighted_loss_is_normalised_per_sample():
+    """``weight`` scales each element's squared error, normalised per sample: a uniform weight of 3
+    leaves the loss as it is, and a weight that is 0 on half the elements scores the other half."""
+    sd, seen = 0.5, {}
+
+    def F(x_in, c_noise, cond):  # F = 0, so D = c_skip x: the error of every element is known
+        sigma = (4 * c_noise).exp().view(-1, 1)
+        seen["x"], seen["sigma"] = x_in * (sigma ** 2 + sd ** 2).sqrt(), sigma
+        return torch.zeros_like(x_in)
+
+    D = EDMDenoiser(F, sigma_data=sd)
+    x0 = torch.cat([torch.zeros(64, 100), torch.full((64, 100), 2.0)], 1).double()
+
+    def run(weight):
+        return D.loss(x0, None, generator=torch.Generator().manual_seed(3), per_sample=True, weight=weight)[1]
+
+    plain = run(None)
+    assert torch.allclose(run(torch.full_like(x0, 3.0)), plain)
+    first = torch.zeros_like(x0)
+    first[:, :100] = 1
+    lo, hi = run(first), run(1 - first)
+    sigma = seen["sigma"]
+    sq = (sd ** 2 / (sigma ** 2 + sd ** 2) * seen["x"] - x0) ** 2
+    lam = edm_loss_weight(sigma[:, 0], sd).double()
+    # (the loss is computed in float32)
+    assert torch.allclose(lo.double(), lam * sq[:, :100].mean(1), rtol=1e-4)
+    assert torch.allclose(hi.double(), lam * sq[:, 100:].mean(1), rtol=1e-4)
+    assert torch.allclose((lo + hi) / 2, plain) and (hi > lo).float().mean() > 0.9
+
+
 def test_edm_loss_falls_on_a_toy_problem():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 64), torch.nn.SiLU(), torch.nn.Linear(64, 2))

@@ -24,11 +24,11 @@ class FakeText:
 
 
 class TinyData(torch.utils.data.Dataset):
-    def __init__(self, n=2, stage=1, animation=False):
+    def __init__(self, n=2, stage=1, animation=False, changed=False, first_seed=11):
         from dragnuwa.data.dataset import SyntheticClips
 
-        self.inner = SyntheticClips(first_seed=11, count=n, frames=4, size=(32, 32), stage=stage,
-                                    animation=animation)
+        self.inner = SyntheticClips(first_seed=first_seed, count=n, frames=4, size=(32, 32), stage=stage,
+                                    animation=animation, changed=changed)
 
     def __len__(self):
         return len(self.inner)
@@ -190,9 +190,9 @@ def test_motion_init_training_noises_from_the_animation(tmp_path, monkeypatch):
 
     calls, real_loss = [], EDMDenoiser.loss
 
-    def spy(self, x0, cond, generator=None, per_sample=False, guide=None, guided=None, sigma_start=1.0):
+    def spy(self, x0, cond, generator=None, per_sample=False, guide=None, guided=None, sigma_start=1.0, weight=None):
         calls.append((x0.detach().clone(), None if guide is None else guide.detach().clone(), guided, sigma_start))
-        return real_loss(self, x0, cond, generator, per_sample, guide, guided, sigma_start)
+        return real_loss(self, x0, cond, generator, per_sample, guide, guided, sigma_start, weight)
 
     monkeypatch.setattr(EDMDenoiser, "loss", spy)
     torch.manual_seed(0)
@@ -214,6 +214,38 @@ def test_motion_init_training_noises_from_the_animation(tmp_path, monkeypatch):
         validate(_cfg(tmp_path, motion_init=1.0, data=DataConfig(source="folder", root=str(tmp_path))))
 
 
+def test_changed_weight_weights_the_loss_where_the_surface_changed(tmp_path, monkeypatch):
+    """With ``changed_weight`` the loop pools the batch's changed mask to the latent grid and hands
+    the loss 1 + w x (the changed share of each latent cell); without it, no weight."""
+    from dragnuwa.diffusion.preconditioning import EDMDenoiser
+    from dragnuwa.models.config import get_preset
+    from dragnuwa.models.dragnuwa import DragNUWA
+
+    weights, real_loss = [], EDMDenoiser.loss
+
+    def spy(self, x0, cond, generator=None, per_sample=False, guide=None, guided=None, sigma_start=1.0, weight=None):
+        weights.append(weight)
+        return real_loss(self, x0, cond, generator, per_sample, guide, guided, sigma_start, weight)
+
+    monkeypatch.setattr(EDMDenoiser, "loss", spy)
+    torch.manual_seed(0)
+    data = TinyData(n=4, stage=2, changed=True, first_seed=600000)
+    train(_cfg(tmp_path / "a", steps=2, stage=2, changed_weight=4.0), model=DragNUWA(get_preset("tiny")),
+          dataset=data, text_encoder=FakeText())
+    w = torch.cat(weights)
+    f = get_preset("tiny").autoencoder.factor
+    assert w.shape == (4, 4, 1, 32 // f, 32 // f)
+    assert w.min() == 1 and w.max() > 1.5 and w.max() <= 5 and (w[:, 0] == 1).all()
+    expected = 1 + 4 * torch.nn.functional.avg_pool2d(torch.stack([data[i]["changed"] for i in range(4)]), f)
+    assert torch.allclose(w[:, :, 0], expected)
+    weights.clear()
+    train(_cfg(tmp_path / "b", steps=1, stage=2), model=DragNUWA(get_preset("tiny")), dataset=TinyData(stage=2),
+          text_encoder=FakeText())
+    assert weights == [None]
+    with pytest.raises(UserError, match="changed_weight needs data.source synthetic"):
+        validate(_cfg(tmp_path, changed_weight=1.0, data=DataConfig(source="folder", root=str(tmp_path))))
+
+
 def test_small_f2_preset_has_the_finer_latents():
     from dragnuwa.models.config import get_preset
     from dragnuwa.models.dragnuwa import DragNUWA
@@ -229,6 +261,7 @@ def test_small_f2_preset_has_the_finer_latents():
     ("model: [unclosed\n", "not valid YAML"),
     ("stage: 3\n", "stage must be 1 or 2"),
     ("motion_init_fraction: 1.5\n", "motion_init_fraction in \\[0, 1\\]"),
+    ("changed_weight: -1\n", "changed_weight must be >= 0"),
 ])
 def test_bad_configs(tmp_path, text, message):
     path = tmp_path / "c.yaml"
@@ -253,6 +286,7 @@ def test_cli_bad_config_and_checkpoint_exit_2(tmp_path):
 
 @pytest.mark.parametrize("name", ["tiny", "small_stage1", "small_stage2", "small_stage2c", "small_stage2_gpu",
                                   "small_stage2_gpu_more", "small_f2_stage2_gpu", "small_stage2_motion_init",
+                                  "small_stage2_changed_weight",
                                   "base_stage1", "base_stage2",
                                   "autoencoder_small", "autoencoder_small_decoder", "autoencoder_small_f2",
                                   "autoencoder_base"])

@@ -98,6 +98,15 @@ def animation_of(frames: np.ndarray, maps: np.ndarray, tracks: np.ndarray, stage
     return frames if anim is None else anim
 
 
+def changed_mask(layers: np.ndarray) -> np.ndarray:
+    """Where each frame shows another surface than frame 0 -> float32 ``[T, H, W]`` (1 = changed).
+
+    That is where moved objects arrive and the background they uncover, the two places the
+    model's ghost lives (it redraws an object where frame 0 had it); ``changed_weight`` in a
+    training config weights the loss there (docs/training.md)."""
+    return (layers != layers[:1]).astype(np.float32)
+
+
 def _check_stage(stage: int) -> None:
     if stage not in (1, 2):
         raise UserError(f"stage must be 1 or 2, got {stage}")
@@ -108,13 +117,14 @@ class SyntheticClips(Dataset):
 
     def __init__(self, first_seed: int = 0, count: int = 1_000_000, frames: int = 14,
                  size: tuple[int, int] = (64, 64), stage: int = 1, max_tracks: int = 8,
-                 animation: bool = False):
+                 animation: bool = False, changed: bool = False):
         _check_stage(stage)
         if frames < 2:
             raise UserError(f"frames must be at least 2, got {frames}")
         self.first_seed, self.count, self.frames, self.size = first_seed, count, frames, tuple(size)
         self.stage, self.max_tracks = stage, max_tracks
         self.animation = animation  # also return "animation" (:func:`animation_of`)
+        self.changed = changed  # also return "changed" (:func:`changed_mask`)
 
     def __len__(self) -> int:
         return self.count
@@ -133,6 +143,8 @@ class SyntheticClips(Dataset):
         item = {"video": to_tensor(clip.frames), "text": clip.caption, "maps": torch.from_numpy(maps)}
         if self.animation:
             item["animation"] = to_tensor(animation_of(clip.frames, maps, tracks, self.stage))
+        if self.changed:
+            item["changed"] = torch.from_numpy(changed_mask(clip.layers))
         return item
 
 

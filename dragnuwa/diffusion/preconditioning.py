@@ -68,7 +68,8 @@ class EDMDenoiser(nn.Module):
 
     def loss(self, x0: torch.Tensor, cond, generator: torch.Generator | None = None,
              per_sample: bool = False, guide: torch.Tensor | None = None,
-             guided: torch.Tensor | None = None, sigma_start: float = 1.0):
+             guided: torch.Tensor | None = None, sigma_start: float = 1.0,
+             weight: torch.Tensor | None = None):
         """EDM training loss E[lambda(sigma) ||D(x0 + n, sigma) - x0||^2] (Eq. 2 with Table 1).
 
         Returns the scalar mean over the batch, or ``(mean, per-sample [B], sigma [B])`` when
@@ -82,6 +83,10 @@ class EDMDenoiser(nn.Module):
         with ln sigma uniform over [ln(sigma_start / 20), ln sigma_start] (where the schedule of
         ``start_at`` runs), and the target is still ``x0``: the model learns to correct the guide's
         errors instead of trusting them or pulling moved content back to the first frame.
+
+        ``weight`` (broadcastable against ``x0``, e.g. ``[B, T, 1, h, w]``; not in the paper) weights
+        the squared error per element, normalised per sample so its mean weight is 1 and the loss
+        keeps its scale.
         """
         b = x0.shape[0]
         shape = (-1, *([1] * (x0.ndim - 1)))
@@ -98,6 +103,11 @@ class EDMDenoiser(nn.Module):
             clean = x0 + share.to(x0.dtype) * (guide - x0)
         noisy = clean + noise * sigma.reshape(shape).to(x0.dtype)
         denoised = self(noisy, sigma, cond)
-        err = ((denoised.float() - x0.float()) ** 2).flatten(1).mean(1)
+        sq = (denoised.float() - x0.float()) ** 2
+        if weight is not None:
+            w = weight.float().expand_as(sq).flatten(1)
+            err = (w * sq.flatten(1)).sum(1) / w.sum(1)
+        else:
+            err = sq.flatten(1).mean(1)
         losses = edm_loss_weight(sigma, self.sigma_data) * err
         return (losses.mean(), losses, sigma) if per_sample else losses.mean()

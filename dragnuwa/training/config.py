@@ -48,6 +48,9 @@ class TrainConfig:
     # (EDMDenoiser.loss), so the model fixes the animation instead of pulling it back. 0: off.
     motion_init: float = 0.0
     motion_init_fraction: float = 0.5
+    # Extra loss weight where a frame shows another surface than frame 0 (moved objects and the
+    # background they uncover, where the ghost lives; not in the paper; docs/training.md). 0: off.
+    changed_weight: float = 0.0
     mixed_precision: str = "bf16"  # "no" or "bf16"
     ckpt_every: int = 200
     log_every: int = 10
@@ -99,6 +102,10 @@ def validate(cfg) -> None:
         if cfg.motion_init < 0 or not 0 <= cfg.motion_init_fraction <= 1:
             raise UserError(f"motion_init must be >= 0 and motion_init_fraction in [0, 1], got "
                             f"{cfg.motion_init} and {cfg.motion_init_fraction}")
+        if cfg.changed_weight < 0:
+            raise UserError(f"changed_weight must be >= 0, got {cfg.changed_weight}")
+        if cfg.changed_weight > 0 and cfg.data.source != "synthetic":
+            raise UserError("changed_weight needs data.source synthetic (its masks come from the renderer's layers)")
         if cfg.motion_init > 0 and cfg.data.source != "synthetic":
             raise UserError("motion_init training needs data.source synthetic (clip folders carry no animation)")
         if cfg.workers < 0 or cfg.max_minutes < 0:

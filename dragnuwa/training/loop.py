@@ -29,7 +29,7 @@ def build_dataset(cfg: TrainConfig, model_cfg):
     if cfg.data.source == "folder":
         return ClipFolder(cfg.data.root, model_cfg.frames, size, cfg.stage, cfg.data.max_tracks)
     return SyntheticClips(cfg.data.first_seed, cfg.data.count, model_cfg.frames, size, cfg.stage, cfg.data.max_tracks,
-                          animation=cfg.motion_init > 0)
+                          animation=cfg.motion_init > 0, changed=cfg.changed_weight > 0)
 
 
 def batch_at(dataset, step: int, batch_size: int, rank: int, world: int) -> dict:
@@ -43,8 +43,9 @@ def batch_at(dataset, step: int, batch_size: int, rank: int, world: int) -> dict
         items = [dataset[i] for _, i in passes]
     batch = {"video": torch.stack([it["video"] for it in items]), "text": [it["text"] for it in items],
              "maps": torch.stack([it["maps"] for it in items])}
-    if "animation" in items[0]:
-        batch["animation"] = torch.stack([it["animation"] for it in items])
+    for key in ("animation", "changed"):
+        if key in items[0]:
+            batch[key] = torch.stack([it[key] for it in items])
     return batch
 
 
@@ -132,8 +133,9 @@ class _Objective(torch.nn.Module):
         super().__init__()
         self.denoiser = denoiser
 
-    def forward(self, x0, cond, generator, guide=None, guided=None, sigma_start=1.0):
-        return self.denoiser.loss(x0, cond, generator=generator, guide=guide, guided=guided, sigma_start=sigma_start)
+    def forward(self, x0, cond, generator, guide=None, guided=None, sigma_start=1.0, weight=None):
+        return self.denoiser.loss(x0, cond, generator=generator, guide=guide, guided=guided, sigma_start=sigma_start,
+                                  weight=weight)
 
 
 def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text_encoder=None) -> Path:
@@ -223,8 +225,14 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
                 with torch.no_grad():
                     guide = model.autoencoder.encode(batch["animation"].to(dev, non_blocking=True))
                 guided = (torch.rand(b, generator=gen) < cfg.motion_init_fraction).to(dev) & keep[1] & keep[2]
+            weight = None
+            if cfg.changed_weight > 0:
+                # The share of each latent cell that changed surface, at the latent grid.
+                f = mcfg.autoencoder.factor
+                changed = torch.nn.functional.avg_pool2d(batch["changed"].to(dev), f)  # [B, T, h, w]
+                weight = 1 + cfg.changed_weight * changed[:, :, None]
             with accelerator.accumulate(objective), accelerator.autocast():
-                loss = objective(x0, cond, gen, guide, guided, cfg.motion_init)
+                loss = objective(x0, cond, gen, guide, guided, cfg.motion_init, weight)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(params, cfg.grad_clip)
