@@ -16,6 +16,10 @@ import numpy as np
 
 from dragnuwa.errors import UserError
 
+# The UI writes its videos 4x the model's 64 px (bicubic), so the player is not a thumbnail; the API
+# endpoint returns the model's own size.
+VIEW_UPSCALE = 4
+
 HELP = ("Click on the image to add points to the current track (drag path, first click = start). "
         "**New track** starts another; a track with one point keeps that point still (an anchor).")
 
@@ -108,11 +112,12 @@ def on_tracks_upload(file, state):
 
 def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, frames: int, steps: int, seed: int,
                    guidance: float, traj_guidance: float, progress=None,
-                   motion_init: float | None = None, motion_region: str = "disc") -> tuple[str, str, str]:
-    """Generate and write the video, the overlay and the tracks JSON into a fresh folder."""
+                   motion_init: float | None = None, motion_region: str = "disc",
+                   upscale: int = 1) -> tuple[str, str, str]:
+    """Generate and write the video, the overlay and the tracks JSON into a fresh folder; the videos
+    ``upscale`` times the model's size."""
+    from dragnuwa.pipeline import write_outputs
     from dragnuwa.tracks_io import parse_tracks, save_tracks
-    from dragnuwa.video import write_video
-    from dragnuwa.viz import draw_tracks
 
     ts = parse_tracks(tracks) if tracks and tracks.get("tracks") else None
     res = pipe.generate(image, ts, text or "", frames=int(frames), steps=int(steps), seed=int(seed),
@@ -120,8 +125,7 @@ def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, fram
                         show_progress=False, motion_init=None if motion_init is None else float(motion_init),
                         motion_region=motion_region)
     out = Path(tempfile.mkdtemp(prefix="dragnuwa_app_"))
-    video = write_video(out / "dragnuwa.mp4", res.frames, pipe.cfg.fps)
-    overlay = write_video(out / "dragnuwa_tracks.mp4", draw_tracks(res.frames, res.tracks), pipe.cfg.fps)
+    video, overlay = write_outputs(res, out / "dragnuwa.mp4", out / "dragnuwa_tracks.mp4", pipe.cfg.fps, upscale)
     tpath = out / "tracks.json"
     if ts is not None:
         save_tracks(tpath, ts)
@@ -171,7 +175,7 @@ def build_app(model="bundled"):
         video, overlay, tpath = run_generation(
             pipe, state["image"], tracks_json(state), text, frames, steps, seed, guidance, traj_guidance,
             progress=lambda i, n: progress(i / n, desc=f"sampling step {i}/{n}"), motion_init=motion_init,
-            motion_region=motion_region)
+            motion_region=motion_region, upscale=VIEW_UPSCALE)
         return video, overlay, [video, tpath]
 
     def generate_api(image_path, tracks_text, text, frames, steps, seed, guidance, traj_guidance):

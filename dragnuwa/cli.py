@@ -49,7 +49,7 @@ def _size(text: str) -> tuple[int, int]:
 def cmd_demo(args: argparse.Namespace) -> None:
     from dragnuwa import demo
 
-    out = demo.run_demo(out=args.out, steps=args.steps, seed=args.seed)
+    out = demo.run_demo(out=args.out, steps=args.steps, seed=args.seed, upscale=args.upscale)
     print(out)
 
 
@@ -60,7 +60,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         image=args.image, tracks=args.tracks, flow=args.flow, text=args.text, out=args.out,
         frames=args.frames, steps=args.steps, seed=args.seed, guidance=args.guidance,
         traj_guidance=args.traj_guidance, model=args.model, overlay=args.overlay, fit=args.fit,
-        motion_init=args.motion_init, motion_region=args.motion_region,
+        motion_init=args.motion_init, motion_region=args.motion_region, upscale=args.upscale,
     )
     print(out)
 
@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="dragnuwa_demo.mp4", help="output mp4 (default: %(default)s)")
     s.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (model default)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--upscale", type=_positive_int, default=1, metavar="N",
+                   help="write the video N times the model's size (bicubic), for viewing (default: 1)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("generate", help="one video from an image, tracks and a prompt")
@@ -157,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overlay", default=None, help="also write the video with the tracks drawn")
     s.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop",
                    help="how an image of another aspect ratio is fitted (default: %(default)s)")
+    s.add_argument("--upscale", type=_positive_int, default=1, metavar="N",
+                   help="write the video N times the model's size (bicubic), for viewing (default: 1)")
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("tracks", help="Trajectory Sampler on a real video")

@@ -251,26 +251,37 @@ def load_pipeline(model="bundled") -> Pipeline:
 
 def generate_to_file(image, tracks=None, flow=None, text: str = "", out: str = "out.mp4", frames=None, steps=None,
                      seed: int = 0, guidance=None, traj_guidance=None, model="bundled", overlay=None,
-                     fit: str = "crop", motion_init=None, motion_region: str = "disc") -> Path:
-    """`dragnuwa generate`: one video written atomically to ``out`` (+ optional tracks overlay)."""
-    from dragnuwa.video import write_video
-    from dragnuwa.viz import draw_tracks
+                     fit: str = "crop", motion_init=None, motion_region: str = "disc", upscale: int = 1) -> Path:
+    """`dragnuwa generate`: one video written atomically to ``out`` (+ optional tracks overlay),
+    ``upscale`` times the model's size."""
+    from dragnuwa.video import upscale as enlarge
 
     if not str(out).lower().endswith(".mp4"):
         raise UserError(f"--out must end in .mp4, got {out}")
+    enlarge(np.zeros((1, 1, 1, 3), np.uint8), upscale)  # a bad factor fails before the model loads
     if tracks is None and flow is None:
         print("note: no --tracks or --flow given: the motion follows the text and image alone")
     pipe = load_pipeline(model)
     res = pipe.generate(image, tracks=tracks, text=text, frames=frames, steps=steps, seed=seed, guidance=guidance,
                         traj_guidance=traj_guidance, flow=flow, fit=fit, motion_init=motion_init,
                         motion_region=motion_region)
-    fps = pipe.cfg.fps
-    path = write_video(out, res.frames, fps)
-    if overlay:
-        write_video(overlay, draw_tracks(res.frames, res.tracks), fps)
+    path, _ = write_outputs(res, out, overlay, pipe.cfg.fps, upscale)
     i = res.info
     print(f"image {i['input_size'][0]}x{i['input_size'][1]} -> {i['model_size'][0]}x{i['model_size'][1]} "
           f"({i['fit']}); {i['point_mapping']}; {i['tracks']} tracks, {i['frames']} frames, "
           f"{i['sampler_steps']} sampler steps" + (f" from motion init at sigma {i['motion_init']:g} ({i['motion_region']})"
-                                                   if i["motion_init"] else "") + f", {i['seconds']} s")
+                                                   if i["motion_init"] else "") + f", {i['seconds']} s"
+          + (f"; written {upscale}x larger (bicubic)" if upscale > 1 else ""))
     return path
+
+
+def write_outputs(res, out, overlay=None, fps: float = 8.0, upscale: int = 1) -> tuple[Path, Path | None]:
+    """Write a generation's video, and optionally its tracks overlay, ``upscale`` times the model's
+    size (bicubic; the tracks are drawn at the larger size, so they stay thin), each atomically."""
+    from dragnuwa.video import upscale as enlarge, write_video
+    from dragnuwa.viz import draw_tracks
+
+    frames = enlarge(res.frames, upscale)
+    path = write_video(out, frames, fps)
+    drawn = write_video(overlay, draw_tracks(frames, np.asarray(res.tracks) * upscale), fps) if overlay else None
+    return path, drawn

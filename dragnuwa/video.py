@@ -157,6 +157,20 @@ def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float 
     return path
 
 
+MAX_UPSCALE = 16
+
+
+def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
+    """``uint8 [T, H, W, 3]`` frames enlarged ``factor`` times (bicubic), for viewing: a 64x64 video
+    is a thumbnail in most players. A point p of the frames is at ``factor * p`` in the result."""
+    if not isinstance(factor, int) or not 1 <= factor <= MAX_UPSCALE:
+        raise UserError(f"upscale must be a whole number from 1 to {MAX_UPSCALE}, got {factor}")
+    if factor == 1:
+        return frames
+    h, w = frames.shape[1:3]
+    return np.stack([cv2.resize(f, (w * factor, h * factor), interpolation=cv2.INTER_CUBIC) for f in frames])
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image as ``uint8 [H, W, 3]`` RGB.
 

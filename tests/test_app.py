@@ -91,8 +91,9 @@ def test_the_ui_generation_passes_the_motion_region(tmp_path):
     videos = {}
     for region in ("disc", "object"):
         video, _, _ = app_mod.run_generation(pipe, image, tracks, "", 4, 6, 0, 1.0, 1.0, motion_init=0.5,
-                                             motion_region=region)
+                                             motion_region=region, upscale=app_mod.VIEW_UPSCALE)
         videos[region] = read_video(video)[0].astype(int)
+    assert videos["disc"].shape == (4, 32 * app_mod.VIEW_UPSCALE, 32 * app_mod.VIEW_UPSCALE, 3)
     # The object and the disc around it start sampling from different animations.
     assert np.abs(videos["disc"] - videos["object"]).mean() > 1.0
     with pytest.raises(UserError, match="motion region"):

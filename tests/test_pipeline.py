@@ -103,12 +103,18 @@ def test_generate_cli_end_to_end_and_bad_input(tmp_path, tiny_model_file):
     out = tmp_path / "out.mp4"
     r = _cli("generate", "--image", str(img), "--tracks", str(tmp_path / "t.json"), "--text", "a cat",
              "--out", str(out), "--model", str(tiny_model_file), "--steps", "20", "--overlay", str(tmp_path / "o.mp4"),
-             "--motion-init", "1", "--motion-region", "object")
+             "--motion-init", "1", "--motion-region", "object", "--upscale", "3")
     assert r.returncode == 0, r.stderr
     assert "sampler steps from motion init at sigma 1 (object)," in r.stdout and "1 tracks" not in r.stdout, r.stdout
+    assert "written 3x larger" in r.stdout
     from dragnuwa.video import read_video
 
-    assert read_video(out)[0].shape == (4, 32, 32, 3) and (tmp_path / "o.mp4").is_file()
+    # --upscale 3: both videos at 96x96; the overlay draws on the enlarged frames, so it differs
+    # from the video only along the tracks' thin lines and dots.
+    video, drawn = read_video(out)[0].astype(int), read_video(tmp_path / "o.mp4")[0].astype(int)
+    assert video.shape == drawn.shape == (4, 96, 96, 3)
+    changed = np.abs(video - drawn).max(axis=-1) > 40
+    assert 0.001 < changed.mean() < 0.05, changed.mean()
     (tmp_path / "bad.json").write_text('{"width": 160, "height": 90, "tracks": [[[20, 20], [200, 40]]]}')
     (tmp_path / "notimg.png").write_text("text")
     cases = [
@@ -118,6 +124,8 @@ def test_generate_cli_end_to_end_and_bad_input(tmp_path, tiny_model_file):
         ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--frames", "999"),
         ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--motion-init", "-1"),
         ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--motion-region", "blob"),
+        ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--upscale", "17"),
+        ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--upscale", "0"),
         ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--model", str(tmp_path / "nope.safetensors")),
     ]
     for args in cases:
@@ -128,3 +136,20 @@ def test_generate_cli_end_to_end_and_bad_input(tmp_path, tiny_model_file):
         assert r.returncode == 2 and len(lines) == 1 and "error:" in lines[0], (args, r.stderr)
         assert not target.exists()
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary files left behind
+
+
+def test_write_outputs_draws_the_tracks_where_the_enlarged_pixels_are(tmp_path):
+    """The overlay of an upscaled video draws each track at ``upscale`` times its point."""
+    from types import SimpleNamespace
+
+    from dragnuwa.pipeline import write_outputs
+    from dragnuwa.video import read_video
+
+    res = SimpleNamespace(frames=np.full((3, 16, 16, 3), 128, np.uint8),
+                          tracks=np.array([[[5.5, 7.5]] * 3]))  # an anchor: a dot at its point
+    video, overlay = write_outputs(res, tmp_path / "v.mp4", tmp_path / "o.mp4", 8.0, upscale=4)
+    plain, drawn = read_video(video)[0].astype(int), read_video(overlay)[0].astype(int)
+    assert plain.shape == (3, 64, 64, 3) and np.abs(plain - 128).max() <= 2
+    ys, xs = np.nonzero(np.abs(drawn[1] - plain[1]).max(axis=-1) > 40)
+    assert len(xs) > 5 and np.hypot(xs.mean() + 0.5 - 22, ys.mean() + 0.5 - 30) < 1.0
+    assert write_outputs(res, tmp_path / "w.mp4")[1] is None

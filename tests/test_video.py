@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from dragnuwa.errors import UserError
-from dragnuwa.video import fit_image, load_image, read_video, to_tensor, to_uint8, write_video
+from dragnuwa.video import fit_image, load_image, read_video, to_tensor, to_uint8, upscale, write_video
 
 
 def _gradient_frames(T=8, H=48, W=64):
@@ -139,3 +139,18 @@ def test_written_files_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_upscale_enlarges_and_keeps_points_at_factor_times():
+    """``upscale(frames, n)``: n times the size; a bright pixel centred at p lands centred at n p;
+    1 is the identity; anything but a whole number in 1..16 is refused."""
+    frames = np.full((2, 8, 10, 3), 50, np.uint8)
+    frames[1, 3, 6] = 250  # pixel centre (6.5, 3.5)
+    big = upscale(frames, 4)
+    assert big.shape == (2, 32, 40, 3) and (big[0] == 50).all()
+    ys, xs = np.nonzero(big[1, ..., 0] > 150)
+    assert np.allclose([xs.mean() + 0.5, ys.mean() + 0.5], [4 * 6.5, 4 * 3.5], atol=0.01)
+    assert upscale(frames, 1) is frames
+    for bad in (0, 17, 2.5):
+        with pytest.raises(UserError, match="upscale must be a whole number from 1 to 16"):
+            upscale(frames, bad)
