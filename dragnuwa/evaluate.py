@@ -33,10 +33,22 @@ TRAINING_SEEDS_END = 900_000  # configs/*.yaml: data.first_seed 0, count 900_000
 # model alone, sampled from pure noise as in the paper (run only for models that use motion init).
 VARIANTS: dict[str, tuple[str, ...]] = {"full": (), "no_trajectory": ("traj",), "no_text": ("text",),
                                         "no_image": ("image",), "no_motion_init": ("motion_init",)}
+# The yardsticks' names (row keys NAME_error, NAME_psnr) and what their rows in report.md say.
+YARDSTICKS = {
+    "true_clip": "the true clip (the tracker's own error)",
+    "autoencoder": "the true clip through the model's autoencoder (the best its latents can do)",
+    "redrawn": "the true clip noised to the motion-init sigma and redrawn by the model (the best motion init "
+               "can do from a perfect start)",
+    "animation": "the first frame cut and pasted along the tracks, through the autoencoder (where motion init starts)",
+}
+
 # generate(image uint8 [H,W,3], tracks [N,T,2], text, drop) -> video uint8 [T,H,W,3]
 Generator = Callable[[np.ndarray, np.ndarray, str, tuple], np.ndarray]
 # reconstruct(video uint8 [T,H,W,3]) -> the same video through the model's autoencoder
 Reconstructor = Callable[[np.ndarray], np.ndarray]
+# redraw(video uint8 [T,H,W,3], image, tracks, text) -> the video noised to the motion-init sigma and
+# sampled back by the model with all three conditions (SDEdit of the true clip)
+Redrawer = Callable[[np.ndarray, np.ndarray, np.ndarray, str], np.ndarray]
 
 
 @dataclass
@@ -68,11 +80,12 @@ def held_out_cases(count: int, first_seed: int, frames: int, size: tuple[int, in
 
 def pipeline_generator(model="bundled", steps: int | None = None, seed: int = 0,
                        motion_init: float | None = None,
-                       motion_region: str = "disc") -> tuple[Generator, tuple, int, Reconstructor]:
+                       motion_region: str = "disc") -> tuple[Generator, tuple, int, Reconstructor, Redrawer | None]:
     """The one place the evaluation calls the generation pipeline: ``(generate, (W, H), frames,
-    reconstruct)``; ``reconstruct`` passes a video through the model's autoencoder. ``motion_init``
-    None = the model's default; a ``drop`` naming "motion_init" turns it off for that call;
-    ``motion_region`` is what it moves along each track ("disc" or "object")."""
+    reconstruct, redraw)``; ``reconstruct`` passes a video through the model's autoencoder, ``redraw``
+    (None without motion init) samples it back from sigma ``motion_init`` as the generations do
+    from the animation. ``motion_init`` None = the model's default; a ``drop`` naming "motion_init"
+    turns it off for that call; ``motion_region`` is what it moves along each track ("disc" or "object")."""
     from dragnuwa.pipeline import load_pipeline
 
     pipe = load_pipeline(model)
@@ -86,7 +99,15 @@ def pipeline_generator(model="bundled", steps: int | None = None, seed: int = 0,
                             show_progress=False, motion_init=start, motion_region=motion_region)
         return res.frames
 
-    return generate, (cfg.width, cfg.height), cfg.frames, autoencoder_round_trip(pipe.model.autoencoder)
+    start = cfg.motion_init if motion_init is None else motion_init
+
+    def redraw(video, image, tracks, text):
+        res = pipe.generate(image, tracks, text, frames=tracks.shape[1], steps=steps, seed=seed, paste_first=False,
+                            show_progress=False, motion_init=start, start_video=video)
+        return res.frames
+
+    return (generate, (cfg.width, cfg.height), cfg.frames, autoencoder_round_trip(pipe.model.autoencoder),
+            redraw if start else None)
 
 
 def autoencoder_round_trip(autoencoder) -> Reconstructor:
@@ -115,7 +136,8 @@ def _checked_video(video, case: Case, variant: str) -> np.ndarray:
 
 
 def evaluate_case(generate: Generator | None, case: Case, variants: dict = VARIANTS,
-                  reconstruct: Reconstructor | None = None, motion_region: str = "disc") -> dict:
+                  reconstruct: Reconstructor | None = None, motion_region: str = "disc",
+                  redraw: Redrawer | None = None) -> dict:
     """Metrics of one case for each variant (one generation per variant), and the yardsticks
     (with no variants, ``generate`` is not called: the yardsticks alone); ``motion_region`` is
     what the motion-init yardstick cuts out along each track."""
@@ -132,6 +154,12 @@ def evaluate_case(generate: Generator | None, case: Case, variants: dict = VARIA
             rec = reconstruct(case.frames)
             row["autoencoder_error"] = trajectory_error(case.tracks, track_points(rec, starts))
             row["autoencoder_psnr"] = psnr(rec, case.frames)  # all frames
+        # What motion init could score from a perfect start: the true clip itself, noised to the
+        # same sigma and redrawn by the model. The gap to the autoencoder row is the redraw's cost.
+        if redraw is not None:
+            redrawn = _checked_video(redraw(case.frames, case.image, case.tracks, case.text), case, "redrawn")
+            row["redrawn_error"] = trajectory_error(case.tracks, track_points(redrawn, starts))
+            row["redrawn_psnr"] = psnr(redrawn, case.frames)
     # What motion init starts from: the first frame cut and pasted along the tracks, through the
     # autoencoder. It follows the tracks by construction; the model's part is to make it a video.
     if reconstruct is not None:
@@ -160,13 +188,12 @@ def summarise(rows: list[dict], variants: dict = VARIANTS) -> dict:
                      "first_frame_psnr_db": float(np.mean([r[name]["first_frame_psnr"] for r in rows])),
                      "text_accuracy": float(np.mean([r[name]["text_ok"] for r in rows]))}
     yardsticks = {}
-    for name, key in (("true_clip", "true_clip_error"), ("autoencoder", "autoencoder_error"),
-                      ("animation", "animation_error")):
-        if rows and all(key in r for r in rows):
-            err = float(np.mean([r[key] for r in rows]))
+    for name in YARDSTICKS:
+        if rows and all(f"{name}_error" in r for r in rows):
+            err = float(np.mean([r[f"{name}_error"] for r in rows]))
             yardsticks[name] = {"trajectory_error_px": err, "ratio_to_static": err / max(static, 1e-9)}
-    if "autoencoder" in yardsticks:
-        yardsticks["autoencoder"]["psnr_db"] = float(np.mean([r["autoencoder_psnr"] for r in rows]))
+            if all(f"{name}_psnr" in r for r in rows):
+                yardsticks[name]["psnr_db"] = float(np.mean([r[f"{name}_psnr"] for r in rows]))
     if yardsticks:
         out["yardsticks"] = yardsticks
     if "full" in out and "no_trajectory" in out:
@@ -207,10 +234,7 @@ def markdown_table(summary: dict) -> str:
             lines.append(f"| {name} | {s['trajectory_error_px']:.2f} | {s['ratio_to_static']:.2f} | "
                          f"{s['first_frame_psnr_db']:.1f} | {100 * s['text_accuracy']:.0f}% |")
     yard = summary.get("yardsticks", {})
-    for name, what in (("true_clip", "the true clip (the tracker's own error)"),
-                       ("autoencoder", "the true clip through the model's autoencoder (the best its latents can do)"),
-                       ("animation", "the first frame cut and pasted along the tracks, through the autoencoder "
-                                     "(where motion init starts)")):
+    for name, what in YARDSTICKS.items():
         if name in yard:
             psnr_cell = f"{yard[name]['psnr_db']:.1f} (all frames)" if "psnr_db" in yard[name] else ""
             lines.append(f"| *{what}* | {yard[name]['trajectory_error_px']:.2f} | "
@@ -232,7 +256,8 @@ def _report_markdown(summary: dict, meta: dict) -> str:
         "- text check: share of objects whose named colour is at their requested last position.",
         "- rows in italics are yardsticks, not generations: the true clip shows the tracker's own error; "
         "through the autoencoder it shows the best this model can score, as every video it makes is "
-        "decoded from latents.",
+        "decoded from latents; redrawn from the true clip, it shows what the model's redraw from the "
+        "motion-init sigma costs even from a perfect start.",
         "- no_motion_init: the model alone, sampled from pure noise as in the paper; the other rows start "
         f"at sigma {meta.get('motion_init')} from the image cut and pasted along the tracks (motion init; "
         f"{'the object under each track' if meta.get('motion_region') == 'object' else 'a disc around each track'})."
@@ -286,12 +311,13 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
                    steps: int | None = None, ablations: bool = True, generate_fn: Generator | None = None,
                    size: tuple[int, int] = (64, 64), frames: int = 14,
                    reconstruct_fn: Reconstructor | None = None, motion_init: float | None = None,
-                   motion_region: str = "disc") -> Path:
+                   motion_region: str = "disc", redraw_fn: Redrawer | None = None) -> Path:
     """Metrics on ``count`` held-out clips, with and without each condition; returns report.md's path.
 
     ``generate_fn(image, tracks, text, drop) -> uint8 [T, H, W, 3]`` replaces the model (tests);
     then ``size=(W, H)`` and ``frames`` set the clips, otherwise the model's resolution does, and
-    ``reconstruct_fn`` (optional) stands for the autoencoder round trip of the yardstick.
+    ``reconstruct_fn`` and ``redraw_fn`` (optional) stand for the autoencoder round trip and the
+    redraw of the true clip of the yardsticks.
     ``motion_init``: the sampler's start (None = the model's default); when it is on, the
     ``no_motion_init`` row shows the model alone; ``motion_region`` ("disc" or "object") is what
     motion init moves along each track.
@@ -313,8 +339,8 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
 
         start = load_pipeline(model).cfg.motion_init if motion_init is None else float(motion_init)
         check_motion_init(start)  # before any clip is rendered or scored
-        generate_fn, size, frames, reconstruct_fn = pipeline_generator(model, steps, motion_init=start,
-                                                                       motion_region=motion_region)
+        generate_fn, size, frames, reconstruct_fn, redraw_fn = pipeline_generator(
+            model, steps, motion_init=start, motion_region=motion_region)
     variants = dict(VARIANTS) if ablations else {"full": ()}
     if not start:
         variants.pop("no_motion_init", None)
@@ -327,7 +353,7 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
                            f"use --seed {HELD_OUT_SEED} or above for held-out results")
         print(f"warning: {meta['warning']}")
     cases = held_out_cases(int(count), seed, int(frames), tuple(size))
-    rows = [evaluate_case(generate_fn, c, variants, reconstruct_fn, motion_region)
+    rows = [evaluate_case(generate_fn, c, variants, reconstruct_fn, motion_region, redraw_fn)
             for c in tqdm(cases, desc="evaluating", unit="clip")]
     summary = summarise(rows, variants)
     out.mkdir(parents=True, exist_ok=True)

@@ -118,7 +118,7 @@ class Pipeline:
                  fit: str = "crop", progress: Callable[[int, int], None] | None = None,
                  sampler: str | None = None, show_progress: bool = True, drop: tuple[str, ...] = (),
                  paste_first: bool = True, motion_init: float | None = None,
-                 motion_region: str = "disc") -> GenerationResult:
+                 motion_region: str = "disc", start_video: np.ndarray | None = None) -> GenerationResult:
         """Generate a video (paper Sec. 3: text + image + trajectory). Same seed, same video.
 
         ``drop`` names conditions replaced by the null condition ("text", "image", "traj"), for
@@ -128,6 +128,9 @@ class Pipeline:
         the motion input and something that moves, so it is off when either is dropped.
         ``motion_region`` is what moves along each track in that animation: a "disc" around its
         start, or the "object" under it (GrabCut; docs/model_card.md has both measured).
+        ``start_video`` (uint8 ``[frames, H, W, 3]`` at the model's size) replaces that animation as
+        the start, e.g. the true clip for the evaluation's yardstick of what the model's redraw from
+        sigma ``motion_init`` costs (SDEdit of a given video).
         """
         from dragnuwa.diffusion.guidance import MultiCondGuider
         from dragnuwa.diffusion.preconditioning import EDMDenoiser
@@ -181,7 +184,13 @@ class Pipeline:
         sigmas = karras_sigmas(steps)
         x = torch.randn((1, frames, C, h, w), generator=gen)
         guide = None
-        if motion_init > 0 and not {"traj", "image"} & set(drop):
+        if start_video is not None:
+            start_video = np.asarray(start_video)
+            if motion_init <= 0 or start_video.shape != (frames, cfg.height, cfg.width, 3):
+                raise UserError(f"start_video must be uint8 {(frames, cfg.height, cfg.width, 3)} with motion_init > 0, "
+                                f"got {start_video.shape} and motion_init {motion_init:g}")
+            guide = start_video.astype(np.uint8)
+        elif motion_init > 0 and not {"traj", "image"} & set(drop):
             guide = motion_animation(fitted, trk, maps if flow is not None else None, motion_region)
         if guide is not None:
             # SDEdit from the image moved along the motion input: its latents noised to sigma = motion_init.

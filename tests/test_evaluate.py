@@ -123,8 +123,15 @@ def test_run_evaluation_with_ground_truth_and_static_generators(tmp_path):
         still.append(video.shape)
         return np.repeat(video[:1], len(video), axis=0)
 
+    redrawn = []  # a "redraw" that returns the true clip it is given: its yardstick is the true clip's
+
+    def redraw(video, image, tracks, text):
+        assert np.array_equal(video[0], image) and tracks.shape[1] == len(video)
+        redrawn.append(video.shape)
+        return video
+
     report = run_evaluation(out_dir=tmp_path, count=6, generate_fn=_truth_generator(14, (64, 64)),
-                            reconstruct_fn=first_frame_only)
+                            reconstruct_fn=first_frame_only, redraw_fn=redraw)
     data = json.loads((tmp_path / "report.json").read_text())
     summary = data["summary"]
     assert summary["clips"] == 6 and len(data["clips"]) == 6
@@ -135,6 +142,8 @@ def test_run_evaluation_with_ground_truth_and_static_generators(tmp_path):
     # Called for the true clip and for the cut-and-paste animation (motion init's start) of each.
     assert abs(yard["autoencoder"]["ratio_to_static"] - 1.0) < 1e-4 and still == [(14, 64, 64, 3)] * 12
     assert abs(yard["animation"]["ratio_to_static"] - 1.0) < 1e-4
+    assert yard["redrawn"]["trajectory_error_px"] == yard["true_clip"]["trajectory_error_px"]
+    assert yard["redrawn"]["psnr_db"] == 100.0 and redrawn == [(14, 64, 64, 3)] * 6
     cases = held_out_cases(6, HELD_OUT_SEED, 14, (64, 64))
     stills = [psnr(np.repeat(c.frames[:1], 14, axis=0), c.frames) for c in cases]
     assert abs(yard["autoencoder"]["psnr_db"] - np.mean(stills)) < 1e-9
@@ -149,9 +158,10 @@ def test_run_evaluation_with_ground_truth_and_static_generators(tmp_path):
     assert abl["no_text"] == {"check": "text_ok", "worse": 0, "better": 0, "p_value": 1.0}
     md = report.read_text()
     assert "no_trajectory: trajectory_error worse on 6 clips, better on 0 (p = 0.031)" in md
-    assert report.name == "report.md" and md.count("\n| ") == 8 and "| no_image |" in md
+    assert report.name == "report.md" and md.count("\n| ") == 9 and "| no_image |" in md
     assert "no_motion_init" not in md and "sampled from pure noise" in md
     assert "| *the true clip through the model's autoencoder (the best its latents can do)* | " in md
+    assert "| *the true clip noised to the motion-init sigma and redrawn by the model" in md
     png = (tmp_path / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert not [p for p in tmp_path.iterdir() if p.name not in {"report.json", "report.md", "report.png"}]

@@ -178,6 +178,28 @@ def test_sampling_starts_from_the_noised_animation(pipe):
     assert np.abs(from_noise.frames.astype(int) - expected.astype(int)).mean() > 5.0
 
 
+def test_sampling_can_start_from_a_given_video(pipe):
+    """``start_video`` replaces the animation as the start (the evaluation's redraw of the true clip):
+    at a tiny start sigma the result is that video through the autoencoder; a wrong shape, or no
+    motion init to start from, is refused."""
+    from dragnuwa.errors import UserError
+    from dragnuwa.evaluate import autoencoder_round_trip
+
+    rng = np.random.default_rng(1)
+    image = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+    video = (rng.random((4, 32, 32, 3)) * 255).astype(np.uint8)
+    tracks = np.stack([np.linspace([10.5, 12.5], [18.5, 16.5], 4)]).astype(np.float32)
+    res = pipe.generate(image, tracks, "", steps=8, show_progress=False, motion_init=0.003, paste_first=False,
+                        start_video=video)
+    expected = autoencoder_round_trip(pipe.model.autoencoder)(video)
+    assert np.abs(res.frames.astype(int) - expected.astype(int)).mean() < 1.0
+    animation = autoencoder_round_trip(pipe.model.autoencoder)(paste_along_tracks(image, tracks))
+    assert np.abs(res.frames.astype(int) - animation.astype(int)).mean() > 20
+    for bad, start in ((video[:3], 0.5), (video, 0.0)):
+        with pytest.raises(UserError, match="start_video must be uint8"):
+            pipe.generate(image, tracks, "", steps=4, show_progress=False, motion_init=start, start_video=bad)
+
+
 def test_the_motion_region_reaches_the_animation(pipe):
     """``motion_region="object"`` moves the object, not the disc, in what sampling starts from."""
     from dragnuwa.errors import UserError
@@ -231,6 +253,10 @@ def test_evaluation_shows_the_model_alone_next_to_motion_init(pipe, tmp_path):
     assert report["summary"]["ablations"]["no_motion_init"]["check"] == "trajectory_error"
     assert "| no_motion_init |" in md and "start at sigma 1.0" in md and "where motion init starts" in md
     assert report["meta"]["motion_region"] == "disc" and "a disc around each track" in md
+    # The redraw of the true clip from the same sigma is scored beside the autoencoder's round trip.
+    yard = report["summary"]["yardsticks"]
+    assert yard["redrawn"]["psnr_db"] > 5 and "redrawn by the model" in md
+    assert "redrawn_error" in report["clips"][0]
     md = run_evaluation(model=pipe.model, out_dir=tmp_path / "object", count=1, steps=2, motion_init=1.0,
                         motion_region="object").read_text()
     assert "the object under each track" in md
@@ -240,6 +266,7 @@ def test_evaluation_shows_the_model_alone_next_to_motion_init(pipe, tmp_path):
     run_evaluation(model=pipe.model, out_dir=tmp_path / "off", count=1, steps=2, motion_init=0)
     off = json.loads((tmp_path / "off" / "report.json").read_text())
     assert "no_motion_init" not in off["summary"] and off["meta"]["motion_init"] == 0.0
+    assert "redrawn" not in off["summary"]["yardsticks"]  # nothing to redraw from without motion init
     from dragnuwa.errors import UserError
 
     with pytest.raises(UserError, match="motion-init"):
