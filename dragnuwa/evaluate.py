@@ -37,8 +37,8 @@ VARIANTS: dict[str, tuple[str, ...]] = {"full": (), "no_trajectory": ("traj",), 
 YARDSTICKS = {
     "true_clip": "the true clip (the tracker's own error)",
     "autoencoder": "the true clip through the model's autoencoder (the best its latents can do)",
-    "redrawn": "the true clip noised to the motion-init sigma and redrawn by the model (the best motion init "
-               "can do from a perfect start)",
+    "redrawn": "the true clip noised to the motion-init sigma and redrawn by the model (what the redraw "
+               "costs, even from a perfect start)",
     "animation": "the first frame cut and pasted along the tracks, through the autoencoder (where motion init starts)",
 }
 
