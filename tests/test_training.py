@@ -286,7 +286,7 @@ def test_cli_bad_config_and_checkpoint_exit_2(tmp_path):
 
 @pytest.mark.parametrize("name", ["tiny", "small_stage1", "small_stage2", "small_stage2c", "small_stage2_gpu",
                                   "small_stage2_gpu_more", "small_f2_stage2_gpu", "small_stage2_motion_init",
-                                  "small_stage2_changed_weight",
+                                  "small_stage2_changed_weight", "small_stage2_low_sigma",
                                   "base_stage1", "base_stage2",
                                   "autoencoder_small", "autoencoder_small_decoder", "autoencoder_small_f2",
                                   "autoencoder_base"])
