@@ -186,10 +186,11 @@ class Pipeline:
         guide = None
         if start_video is not None:
             start_video = np.asarray(start_video)
-            if motion_init <= 0 or start_video.shape != (frames, cfg.height, cfg.width, 3):
+            if (motion_init <= 0 or start_video.dtype != np.uint8
+                    or start_video.shape != (frames, cfg.height, cfg.width, 3)):
                 raise UserError(f"start_video must be uint8 {(frames, cfg.height, cfg.width, 3)} with motion_init > 0, "
-                                f"got {start_video.shape} and motion_init {motion_init:g}")
-            guide = start_video.astype(np.uint8)
+                                f"got {start_video.dtype} {start_video.shape} and motion_init {motion_init:g}")
+            guide = start_video
         elif motion_init > 0 and not {"traj", "image"} & set(drop):
             guide = motion_animation(fitted, trk, maps if flow is not None else None, motion_region)
         if guide is not None:
@@ -263,11 +264,11 @@ def generate_to_file(image, tracks=None, flow=None, text: str = "", out: str = "
                      fit: str = "crop", motion_init=None, motion_region: str = "disc", upscale: int = 1) -> Path:
     """`dragnuwa generate`: one video written atomically to ``out`` (+ optional tracks overlay),
     ``upscale`` times the model's size."""
-    from dragnuwa.video import upscale as enlarge
+    from dragnuwa.video import check_upscale
 
     if not str(out).lower().endswith(".mp4"):
         raise UserError(f"--out must end in .mp4, got {out}")
-    enlarge(np.zeros((1, 1, 1, 3), np.uint8), upscale)  # a bad factor fails before the model loads
+    check_upscale(upscale)  # before the model loads
     if tracks is None and flow is None:
         print("note: no --tracks or --flow given: the motion follows the text and image alone")
     pipe = load_pipeline(model)

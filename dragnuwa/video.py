@@ -160,11 +160,16 @@ def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float 
 MAX_UPSCALE = 16
 
 
+def check_upscale(factor) -> None:
+    """Refuse an upscale factor that is not a whole number in 1..MAX_UPSCALE (``UserError``)."""
+    if not isinstance(factor, int) or not 1 <= factor <= MAX_UPSCALE:
+        raise UserError(f"upscale must be a whole number from 1 to {MAX_UPSCALE}, got {factor}")
+
+
 def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
     """``uint8 [T, H, W, 3]`` frames enlarged ``factor`` times (bicubic), for viewing: a 64x64 video
     is a thumbnail in most players. A point p of the frames is at ``factor * p`` in the result."""
-    if not isinstance(factor, int) or not 1 <= factor <= MAX_UPSCALE:
-        raise UserError(f"upscale must be a whole number from 1 to {MAX_UPSCALE}, got {factor}")
+    check_upscale(factor)
     if factor == 1:
         return frames
     h, w = frames.shape[1:3]

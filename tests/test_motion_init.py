@@ -195,7 +195,7 @@ def test_sampling_can_start_from_a_given_video(pipe):
     assert np.abs(res.frames.astype(int) - expected.astype(int)).mean() < 1.0
     animation = autoencoder_round_trip(pipe.model.autoencoder)(paste_along_tracks(image, tracks))
     assert np.abs(res.frames.astype(int) - animation.astype(int)).mean() > 20
-    for bad, start in ((video[:3], 0.5), (video, 0.0)):
+    for bad, start in ((video[:3], 0.5), (video, 0.0), (video.astype(np.float32) / 255, 0.5)):
         with pytest.raises(UserError, match="start_video must be uint8"):
             pipe.generate(image, tracks, "", steps=4, show_progress=False, motion_init=start, start_video=bad)
 
