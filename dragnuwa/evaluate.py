@@ -154,8 +154,8 @@ def evaluate_case(generate: Generator | None, case: Case, variants: dict = VARIA
             rec = reconstruct(case.frames)
             row["autoencoder_error"] = trajectory_error(case.tracks, track_points(rec, starts))
             row["autoencoder_psnr"] = psnr(rec, case.frames)  # all frames
-        # What motion init could score from a perfect start: the true clip itself, noised to the
-        # same sigma and redrawn by the model. The gap to the autoencoder row is the redraw's cost.
+        # What the redraw from motion init's sigma costs from a perfect start: the true clip itself,
+        # noised to that sigma and sampled back by the model; compare with the autoencoder row.
         if redraw is not None:
             redrawn = _checked_video(redraw(case.frames, case.image, case.tracks, case.text), case, "redrawn")
             row["redrawn_error"] = trajectory_error(case.tracks, track_points(redrawn, starts))
