@@ -99,15 +99,14 @@ def pipeline_generator(model="bundled", steps: int | None = None, seed: int = 0,
                             show_progress=False, motion_init=start, motion_region=motion_region)
         return res.frames
 
-    start = cfg.motion_init if motion_init is None else motion_init
-
     def redraw(video, image, tracks, text):
         res = pipe.generate(image, tracks, text, frames=tracks.shape[1], steps=steps, seed=seed, paste_first=False,
-                            show_progress=False, motion_init=start, start_video=video)
+                            show_progress=False, motion_init=motion_init, start_video=video)
         return res.frames
 
+    uses_motion_init = (cfg.motion_init if motion_init is None else motion_init) > 0
     return (generate, (cfg.width, cfg.height), cfg.frames, autoencoder_round_trip(pipe.model.autoencoder),
-            redraw if start else None)
+            redraw if uses_motion_init else None)
 
 
 def autoencoder_round_trip(autoencoder) -> Reconstructor:
