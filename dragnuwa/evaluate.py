@@ -257,15 +257,25 @@ def _report_markdown(summary: dict, meta: dict) -> str:
         "through the autoencoder it shows the best this model can score, as every video it makes is "
         "decoded from latents; redrawn from the true clip, it shows what the model's redraw from the "
         "motion-init sigma costs even from a perfect start.",
-        "- no_motion_init: the model alone, sampled from pure noise as in the paper; the other rows start "
-        f"at sigma {meta.get('motion_init')} from the image cut and pasted along the tracks (motion init; "
-        f"{'the object under each track' if meta.get('motion_region') == 'object' else 'a disc around each track'})."
-        if "no_motion_init" in summary else "- sampled from pure noise (no motion init), as in the paper.",
+        _start_note(summary, meta),
         f"- model {meta['model']}, seeds from {meta['seed']}, steps {meta['steps']}, "
         f"{meta['frames']} frames at {meta['size'][0]}x{meta['size'][1]}.", "", "![report](report.png)"]
     if meta.get("warning"):
         notes.insert(0, f"\n**Warning:** {meta['warning']}")
     return "# dragnuwa evaluation\n\n" + markdown_table(summary) + "\n".join(notes) + "\n"
+
+
+def _start_note(summary: dict, meta: dict) -> str:
+    """Where the rows' sampling started: it follows the run's motion init, whether or not the
+    model-alone row was run (``--no-ablations`` drops it)."""
+    if not meta.get("motion_init"):
+        return "- sampled from pure noise (no motion init), as in the paper."
+    region = "the object under each track" if meta.get("motion_region") == "object" else "a disc around each track"
+    note = (f"- sampled from sigma {meta['motion_init']:g}, starting from the image cut and pasted along the "
+            f"tracks (motion init; {region}).")
+    if "no_motion_init" in summary:
+        note += " no_motion_init: the model alone, sampled from pure noise as in the paper."
+    return note
 
 
 def plot_report(rows: list[dict], summary: dict, path: Path, clips: int = 3) -> None:
@@ -318,7 +328,7 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
     ``reconstruct_fn`` and ``redraw_fn`` (optional) stand for the autoencoder round trip and the
     redraw of the true clip of the yardsticks.
     ``motion_init``: the sampler's start (None = the model's default); when it is on, the
-    ``no_motion_init`` row shows the model alone; ``motion_region`` ("disc" or "object") is what
+    ``no_motion_init`` row shows the model alone (an injected ``generate_fn`` then gets that drop); ``motion_region`` ("disc" or "object") is what
     motion init moves along each track.
     """
     if int(count) < 1:
@@ -332,7 +342,8 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
     if out.exists() and not out.is_dir():
         raise UserError(f"output folder {out} is an existing file")
     injected = generate_fn is not None
-    start = None
+    # An injected generator says itself whether it starts from the animation (for the report).
+    start = None if motion_init is None else float(motion_init)
     if not injected:
         from dragnuwa.pipeline import check_motion_init, load_pipeline
 

@@ -184,6 +184,13 @@ def test_run_evaluation_without_ablations_and_bad_input(tmp_path):
     summary = json.loads((tmp_path / "r" / "report.json").read_text())["summary"]
     assert calls == [(), ()] and set(summary) == {"clips", "static_error_px", "full", "yardsticks"}
     assert abs(summary["full"]["ratio_to_static"] - 1.0) < 1e-4
+    assert "sampled from pure noise" in (tmp_path / "r" / "report.md").read_text()
+    # A motion-init run without ablations has no model-alone row, and its report must not claim
+    # the rows were sampled from pure noise.
+    md = run_evaluation(out_dir=tmp_path / "m", count=1, ablations=False, generate_fn=static, size=(48, 40),
+                        frames=6, motion_init=0.7).read_text()
+    assert "sampled from sigma 0.7, starting from the image cut and pasted" in md
+    assert "pure noise" not in md and "no_motion_init" not in md
     with pytest.raises(UserError, match="count"):
         run_evaluation(out_dir=tmp_path / "x", count=0, generate_fn=static)
     (tmp_path / "file").write_text("")

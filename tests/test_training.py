@@ -246,6 +246,30 @@ def test_changed_weight_weights_the_loss_where_the_surface_changed(tmp_path, mon
         validate(_cfg(tmp_path, changed_weight=1.0, data=DataConfig(source="folder", root=str(tmp_path))))
 
 
+def test_sigma_data_override_trains_and_exports_with_it(tmp_path, monkeypatch):
+    """``sigma_data`` in a training config replaces the preset's in the denoiser the loss uses and in
+    the exported model's config (which the pipeline's sampler reads); 0 keeps the preset's."""
+    from dragnuwa.diffusion.preconditioning import EDMDenoiser
+    from dragnuwa.models.config import get_preset
+    from dragnuwa.models.dragnuwa import DragNUWA, load_model
+
+    seen, real_loss = [], EDMDenoiser.loss
+
+    def spy(self, *args, **kw):
+        seen.append(self.sigma_data)
+        return real_loss(self, *args, **kw)
+
+    monkeypatch.setattr(EDMDenoiser, "loss", spy)
+    assert get_preset("tiny").sigma_data == 0.5
+    path = train(_cfg(tmp_path / "a", steps=2, sigma_data=1.0), model=DragNUWA(get_preset("tiny")),
+                 dataset=TinyData(), text_encoder=FakeText())
+    assert seen == [1.0, 1.0] and load_model(path).cfg.sigma_data == 1.0
+    seen.clear()
+    path = train(_cfg(tmp_path / "b", steps=1), model=DragNUWA(get_preset("tiny")), dataset=TinyData(),
+                 text_encoder=FakeText())
+    assert seen == [0.5] and load_model(path).cfg.sigma_data == 0.5
+
+
 def test_small_f2_preset_has_the_finer_latents():
     from dragnuwa.models.config import get_preset
     from dragnuwa.models.dragnuwa import DragNUWA
@@ -262,6 +286,7 @@ def test_small_f2_preset_has_the_finer_latents():
     ("stage: 3\n", "stage must be 1 or 2"),
     ("motion_init_fraction: 1.5\n", "motion_init_fraction in \\[0, 1\\]"),
     ("changed_weight: -1\n", "changed_weight must be >= 0"),
+    ("sigma_data: -0.5\n", "sigma_data must be > 0"),
 ])
 def test_bad_configs(tmp_path, text, message):
     path = tmp_path / "c.yaml"
@@ -286,7 +311,7 @@ def test_cli_bad_config_and_checkpoint_exit_2(tmp_path):
 
 @pytest.mark.parametrize("name", ["tiny", "small_stage1", "small_stage2", "small_stage2c", "small_stage2_gpu",
                                   "small_stage2_gpu_more", "small_f2_stage2_gpu", "small_stage2_motion_init",
-                                  "small_stage2_changed_weight", "small_stage2_low_sigma",
+                                  "small_stage2_changed_weight", "small_stage2_low_sigma", "small_stage2_sigma_data",
                                   "base_stage1", "base_stage2",
                                   "autoencoder_small", "autoencoder_small_decoder", "autoencoder_small_f2",
                                   "autoencoder_base"])

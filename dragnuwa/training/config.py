@@ -43,6 +43,9 @@ class TrainConfig:
     # objects go is decided at high sigma; video models shift p_mean up (SVD uses 0.7).
     p_mean: float = -1.2
     p_std: float = 1.2
+    # EDM's sigma_data (Table 1) for this run, written into the exported model's config; 0 keeps
+    # the preset's. It should be the std of the training data: the latents are scaled to ~1.
+    sigma_data: float = 0.0
     # Motion-init training (not in the paper; docs/training.md): a share of each batch is noised
     # from the clip's cut-and-paste animation as SDEdit sampling from sigma = motion_init would
     # (EDMDenoiser.loss), so the model fixes the animation instead of pulling it back. 0: off.
@@ -102,6 +105,8 @@ def validate(cfg) -> None:
         if cfg.motion_init < 0 or not 0 <= cfg.motion_init_fraction <= 1:
             raise UserError(f"motion_init must be >= 0 and motion_init_fraction in [0, 1], got "
                             f"{cfg.motion_init} and {cfg.motion_init_fraction}")
+        if cfg.sigma_data < 0:
+            raise UserError(f"sigma_data must be > 0 (or 0 for the preset's), got {cfg.sigma_data}")
         if cfg.changed_weight < 0:
             raise UserError(f"changed_weight must be >= 0, got {cfg.changed_weight}")
         if cfg.changed_weight > 0 and cfg.data.source != "synthetic":

@@ -171,6 +171,8 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
     elif cfg.init:
         load_weights_into(model, cfg.init)
     model.autoencoder.requires_grad_(False)
+    if cfg.sigma_data > 0:
+        model.cfg.sigma_data = cfg.sigma_data  # before the EMA copy, so the exported model carries it
     dataset = dataset if dataset is not None else build_dataset(cfg, model.cfg)
     text_encoder = (text_encoder or shared_text_encoder()).to(accelerator.device)
     if accelerator.device.type == "cuda":
