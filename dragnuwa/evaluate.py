@@ -266,16 +266,19 @@ def _report_markdown(summary: dict, meta: dict) -> str:
 
 
 def _start_note(summary: dict, meta: dict) -> str:
-    """Where the rows' sampling started: it follows the run's motion init, whether or not the
-    model-alone row was run (``--no-ablations`` drops it)."""
+    """Where each row's sampling started: it follows the run's motion init, which needs both the
+    image and the trajectory (``Pipeline.generate``), whether or not the ablations were run."""
     if not meta.get("motion_init"):
         return "- sampled from pure noise (no motion init), as in the paper."
     region = "the object under each track" if meta.get("motion_region") == "object" else "a disc around each track"
     note = (f"- sampled from sigma {meta['motion_init']:g}, starting from the image cut and pasted along the "
-            f"tracks (motion init; {region}).")
+            f"tracks (motion init; {region})")
+    scratch = [n for n in ("no_trajectory", "no_image") if n in summary]
+    if scratch:
+        note += f"; {' and '.join(scratch)} from pure noise, as motion init needs the image and the trajectory"
     if "no_motion_init" in summary:
-        note += " no_motion_init: the model alone, sampled from pure noise as in the paper."
-    return note
+        note += "; no_motion_init is the model alone, sampled from pure noise as in the paper"
+    return note + "."
 
 
 def plot_report(rows: list[dict], summary: dict, path: Path, clips: int = 3) -> None:

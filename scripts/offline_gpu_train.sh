@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train on a lent GPU machine that has torch (and numpy, OpenCV, transformers, accelerate, ...) but
 # no network: there PyAV cannot be installed and the 88 MB MiniLM package may be over what can be
-# copied across. How run 6 of the bundled model was trained (docs/training.md, "One GPU").
+# copied across. How runs 6 and 7 of the bundled model were trained (docs/training.md, "One GPU").
 #
 #   here:   bash scripts/offline_gpu_train.sh prepare
 #           -> .carry/ (git-ignored): MiniLM in fp16 (45 MB) and two import stubs; copy it along

@@ -21,7 +21,7 @@ python scripts/export_model.py runs/c_stage2/model.safetensors --out runs/c_stag
   --autoencoder runs/autoencoder_small_decoder/model.safetensors --traj-guidance 5
 # 6. Stage 2 at batch 64 on one GPU (the config says how the bundled run was split in two).
 dragnuwa train --config configs/small_stage2_gpu.yaml
-python scripts/export_model.py runs/gpu_stage2/model.safetensors --traj-guidance 5  # run 6 = the bundled file
+python scripts/export_model.py runs/gpu_stage2/model.safetensors --traj-guidance 5  # run 6 (bundled until run 7 replaced it)
 # 7. Stage 2 at batch 128 on new clips, from run 6 (bounded by wall clock on the GPU: 7.4 min, then
 #    --resume for 3.4 min, stopping at step 3,324; --max-steps 3324 repeats it in one go).
 dragnuwa train --config configs/small_stage2_gpu_more.yaml --max-steps 3324

@@ -167,6 +167,24 @@ def test_run_evaluation_with_ground_truth_and_static_generators(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name not in {"report.json", "report.md", "report.png"}]
 
 
+def test_report_says_where_each_row_started_sampling(tmp_path):
+    """Motion init needs the image and the trajectory, so the report's note must say which rows
+    started from the animation and which from pure noise, with or without the ablations."""
+    def static(image, tracks, text, drop):
+        return np.repeat(image[None], tracks.shape[1], axis=0)
+
+    kw = dict(count=1, generate_fn=static, size=(48, 40), frames=6)
+    md = run_evaluation(out_dir=tmp_path / "noise", ablations=False, **kw).read_text()
+    assert "- sampled from pure noise (no motion init), as in the paper." in md
+    md = run_evaluation(out_dir=tmp_path / "full", ablations=False, motion_init=0.7, **kw).read_text()
+    assert "- sampled from sigma 0.7, starting from the image cut and pasted along the tracks (motion init; a disc " \
+           "around each track)." in md and "pure noise" not in md
+    md = run_evaluation(out_dir=tmp_path / "all", motion_init=1.0, **kw).read_text()
+    assert ("sampled from sigma 1, starting from the image cut and pasted along the tracks (motion init; a disc "
+            "around each track); no_trajectory and no_image from pure noise, as motion init needs the image and "
+            "the trajectory; no_motion_init is the model alone") in md and "| no_motion_init |" in md
+
+
 def test_the_cut_and_paste_animation_yardstick_follows_the_tracks():
     rows = [evaluate_case(None, c, {}, lambda video: video) for c in held_out_cases(8, HELD_OUT_SEED, 14, (64, 64))]
     ratio = np.mean([r["animation_error"] for r in rows]) / np.mean([r["static_error"] for r in rows])
@@ -184,13 +202,6 @@ def test_run_evaluation_without_ablations_and_bad_input(tmp_path):
     summary = json.loads((tmp_path / "r" / "report.json").read_text())["summary"]
     assert calls == [(), ()] and set(summary) == {"clips", "static_error_px", "full", "yardsticks"}
     assert abs(summary["full"]["ratio_to_static"] - 1.0) < 1e-4
-    assert "sampled from pure noise" in (tmp_path / "r" / "report.md").read_text()
-    # A motion-init run without ablations has no model-alone row, and its report must not claim
-    # the rows were sampled from pure noise.
-    md = run_evaluation(out_dir=tmp_path / "m", count=1, ablations=False, generate_fn=static, size=(48, 40),
-                        frames=6, motion_init=0.7).read_text()
-    assert "sampled from sigma 0.7, starting from the image cut and pasted" in md
-    assert "pure noise" not in md and "no_motion_init" not in md
     with pytest.raises(UserError, match="count"):
         run_evaluation(out_dir=tmp_path / "x", count=0, generate_fn=static)
     (tmp_path / "file").write_text("")
