@@ -251,7 +251,7 @@ def test_evaluation_shows_the_model_alone_next_to_motion_init(pipe, tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["meta"]["motion_init"] == 1.0 and "no_motion_init" in report["summary"]
     assert report["summary"]["ablations"]["no_motion_init"]["check"] == "trajectory_error"
-    assert "| no_motion_init |" in md and "start at sigma 1.0" in md and "where motion init starts" in md
+    assert "| no_motion_init |" in md and "sampled from sigma 1, starting from the image" in md and "where motion init starts" in md
     assert report["meta"]["motion_region"] == "disc" and "a disc around each track" in md
     # The redraw of the true clip from the same sigma is scored beside the autoencoder's round trip.
     yard = report["summary"]["yardsticks"]
