@@ -255,8 +255,9 @@ def _report_markdown(summary: dict, meta: dict) -> str:
         "- text check: share of objects whose named colour is at their requested last position.",
         "- rows in italics are yardsticks, not generations: the true clip shows the tracker's own error; "
         "through the autoencoder it shows the best this model can score, as every video it makes is "
-        "decoded from latents; redrawn from the true clip, it shows what the model's redraw from the "
-        "motion-init sigma costs even from a perfect start.",
+        "decoded from latents" + ("; redrawn from the true clip, it shows what the model's redraw from the "
+                                  "motion-init sigma costs even from a perfect start."
+                                  if "redrawn" in summary.get("yardsticks", {}) else "."),
         _start_note(summary, meta),
         f"- model {meta['model']}, seeds from {meta['seed']}, steps {meta['steps']}, "
         f"{meta['frames']} frames at {meta['size'][0]}x{meta['size'][1]}.", "", "![report](report.png)"]

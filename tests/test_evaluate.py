@@ -162,6 +162,7 @@ def test_run_evaluation_with_ground_truth_and_static_generators(tmp_path):
     assert "no_motion_init" not in md and "sampled from pure noise" in md
     assert "| *the true clip through the model's autoencoder (the best its latents can do)* | " in md
     assert "| *the true clip noised to the motion-init sigma and redrawn by the model" in md
+    assert "redrawn from the true clip, it shows what the model's redraw" in md
     png = (tmp_path / "report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert not [p for p in tmp_path.iterdir() if p.name not in {"report.json", "report.md", "report.png"}]
@@ -176,6 +177,7 @@ def test_report_says_where_each_row_started_sampling(tmp_path):
     kw = dict(count=1, generate_fn=static, size=(48, 40), frames=6)
     md = run_evaluation(out_dir=tmp_path / "noise", ablations=False, **kw).read_text()
     assert "- sampled from pure noise (no motion init), as in the paper." in md
+    assert "decoded from latents." in md and "redrawn" not in md  # no redraw, no word of it
     md = run_evaluation(out_dir=tmp_path / "full", ablations=False, motion_init=0.7, **kw).read_text()
     assert "- sampled from sigma 0.7, starting from the image cut and pasted along the tracks (motion init; a disc " \
            "around each track)." in md and "pure noise" not in md
