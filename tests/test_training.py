@@ -246,9 +246,9 @@ def test_changed_weight_weights_the_loss_where_the_surface_changed(tmp_path, mon
         validate(_cfg(tmp_path, changed_weight=1.0, data=DataConfig(source="folder", root=str(tmp_path))))
 
 
-def test_sigma_data_override_trains_and_exports_with_it(tmp_path, monkeypatch):
-    """``sigma_data`` in a training config replaces the preset's in the denoiser the loss uses and in
-    the exported model's config (which the pipeline's sampler reads); 0 keeps the preset's."""
+def test_sigma_data_override_trains_and_exports_with_it(tmp_path, monkeypatch, capsys):
+    """``sigma_data`` in a training config replaces the preset's (or the init's) in the denoiser the loss
+    uses and in the exported model's config (which the pipeline's sampler reads); 0 keeps it."""
     from dragnuwa.diffusion.preconditioning import EDMDenoiser
     from dragnuwa.models.config import get_preset
     from dragnuwa.models.dragnuwa import DragNUWA, load_model
@@ -261,13 +261,22 @@ def test_sigma_data_override_trains_and_exports_with_it(tmp_path, monkeypatch):
 
     monkeypatch.setattr(EDMDenoiser, "loss", spy)
     assert get_preset("tiny").sigma_data == 0.5
-    path = train(_cfg(tmp_path / "a", steps=2, sigma_data=1.0), model=DragNUWA(get_preset("tiny")),
-                 dataset=TinyData(), text_encoder=FakeText())
-    assert seen == [1.0, 1.0] and load_model(path).cfg.sigma_data == 1.0
+    first = train(_cfg(tmp_path / "a", steps=2, sigma_data=1.0), model=DragNUWA(get_preset("tiny")),
+                  dataset=TinyData(), text_encoder=FakeText())
+    assert seen == [1.0, 1.0] and load_model(first).cfg.sigma_data == 1.0
     seen.clear()
     path = train(_cfg(tmp_path / "b", steps=1), model=DragNUWA(get_preset("tiny")), dataset=TinyData(),
                  text_encoder=FakeText())
     assert seen == [0.5] and load_model(path).cfg.sigma_data == 0.5
+    # A run from ``init`` keeps the init's value (its weights were trained under it) unless told otherwise.
+    seen.clear()
+    path = train(_cfg(tmp_path / "c", steps=1, init=str(first)),
+                 model=DragNUWA(get_preset("tiny")), dataset=TinyData(), text_encoder=FakeText())
+    assert seen == [1.0] and load_model(path).cfg.sigma_data == 1.0
+    seen.clear()
+    train(_cfg(tmp_path / "d", steps=1, init=str(path), sigma_data=0.7), model=DragNUWA(get_preset("tiny")),
+          dataset=TinyData(), text_encoder=FakeText())
+    assert seen == [0.7] and "was trained with sigma_data 1; this run changes it to 0.7" in capsys.readouterr().out
 
 
 def test_small_f2_preset_has_the_finer_latents():

@@ -69,6 +69,8 @@ def load_weights_into(model, path: str | Path, prefix: str = "") -> None:
         # re-chooses them), rather than falling back to the preset's.
         for name in SAMPLING_DEFAULTS:
             setattr(model.cfg, name, getattr(src.cfg, name))
+        # The weights were trained under the source's preconditioning; the same scalings keep them valid.
+        model.cfg.sigma_data = src.cfg.sigma_data
     state = {k: v for k, v in src.state_dict().items() if k.startswith(prefix)}
     state = _widen_inputs(state, model.state_dict())
     try:

@@ -44,8 +44,8 @@ class TrainConfig:
     p_mean: float = -1.2
     p_std: float = 1.2
     # EDM's sigma_data (Table 1) for this run, written into the exported model's config; 0 keeps
-    # the preset's (0.5). It should be the std of the training data: the latents are scaled to ~1.
-    # A run continuing from ``init`` should keep the init's value (docs/training.md).
+    # the preset's (0.5), or the init's when a run continues from ``init`` (its weights were trained
+    # under it). It should be the std of the training data: the latents are scaled to ~1.
     sigma_data: float = 0.0
     # Motion-init training (not in the paper; docs/training.md): a share of each batch is noised
     # from the clip's cut-and-paste animation as SDEdit sampling from sigma = motion_init would

@@ -172,6 +172,10 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
         load_weights_into(model, cfg.init)
     model.autoencoder.requires_grad_(False)
     if cfg.sigma_data > 0:
+        if cfg.init and not cfg.init_networks_only and model.cfg.sigma_data != cfg.sigma_data \
+                and accelerator.is_main_process:
+            print(f"note: {cfg.init} was trained with sigma_data {model.cfg.sigma_data:g}; this run changes it "
+                  f"to {cfg.sigma_data:g}, so its network must re-learn its output scale")
         model.cfg.sigma_data = cfg.sigma_data  # before the EMA copy, so the exported model carries it
     dataset = dataset if dataset is not None else build_dataset(cfg, model.cfg)
     text_encoder = (text_encoder or shared_text_encoder()).to(accelerator.device)
