@@ -332,8 +332,8 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
     ``reconstruct_fn`` and ``redraw_fn`` (optional) stand for the autoencoder round trip and the
     redraw of the true clip of the yardsticks.
     ``motion_init``: the sampler's start (None = the model's default); when it is on, the
-    ``no_motion_init`` row shows the model alone (an injected ``generate_fn`` then gets that drop); ``motion_region`` ("disc" or "object") is what
-    motion init moves along each track.
+    ``no_motion_init`` row shows the model alone (an injected ``generate_fn`` then gets that drop);
+    ``motion_region`` ("disc" or "object") is what motion init moves along each track.
     """
     if int(count) < 1:
         raise UserError(f"--count must be at least 1, got {count}")
