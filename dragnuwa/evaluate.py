@@ -274,7 +274,9 @@ def _start_note(summary: dict, meta: dict) -> str:
     region = "the object under each track" if meta.get("motion_region") == "object" else "a disc around each track"
     note = (f"- sampled from sigma {meta['motion_init']:g}, starting from the image cut and pasted along the "
             f"tracks (motion init; {region})")
-    scratch = [n for n in ("no_trajectory", "no_image") if n in summary]
+    from dragnuwa.pipeline import MOTION_INIT_NEEDS
+
+    scratch = [n for n, drop in VARIANTS.items() if n in summary and MOTION_INIT_NEEDS & set(drop)]
     if scratch:
         note += f"; {' and '.join(scratch)} from pure noise, as motion init needs the image and the trajectory"
     if "no_motion_init" in summary:
@@ -351,7 +353,8 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
     if not injected:
         from dragnuwa.pipeline import check_motion_init, load_pipeline
 
-        start = load_pipeline(model).cfg.motion_init if motion_init is None else float(motion_init)
+        if start is None:
+            start = load_pipeline(model).cfg.motion_init
         check_motion_init(start)  # before any clip is rendered or scored
         generate_fn, size, frames, reconstruct_fn, redraw_fn = pipeline_generator(
             model, steps, motion_init=start, motion_region=motion_region)

@@ -22,6 +22,9 @@ from dragnuwa.tracks_io import TrackSet
 
 BUNDLED_MODEL = Path(__file__).parent / "assets" / "model" / "dragnuwa_small.safetensors"
 MAX_STEPS = 1000
+# Motion init moves the image along the motion input, so it needs both conditions: dropping either
+# (guidance's null passes, the evaluation's ablations) samples from pure noise.
+MOTION_INIT_NEEDS = frozenset({"traj", "image"})
 
 
 @dataclass
@@ -191,7 +194,7 @@ class Pipeline:
                 raise UserError(f"start_video must be uint8 {(frames, cfg.height, cfg.width, 3)} with motion_init > 0, "
                                 f"got {start_video.dtype} {start_video.shape} and motion_init {motion_init:g}")
             guide = start_video
-        elif motion_init > 0 and not {"traj", "image"} & set(drop):
+        elif motion_init > 0 and not MOTION_INIT_NEEDS & set(drop):
             guide = motion_animation(fitted, trk, maps if flow is not None else None, motion_region)
         if guide is not None:
             # SDEdit from the image moved along the motion input: its latents noised to sigma = motion_init.
