@@ -34,6 +34,7 @@ class GenerationResult:
     maps: np.ndarray  # [T, 2, H, W]
     image: np.ndarray  # the fitted first image, uint8 [H, W, 3]
     info: dict = field(default_factory=dict)
+    latents: torch.Tensor | None = None  # what was decoded, [T, C, h, w] (the decoder's training pairs)
 
 
 def _load_motion_file(path: str | Path) -> np.ndarray:
@@ -222,7 +223,7 @@ class Pipeline:
                 "seconds": round(time.time() - t0, 2),
                 "input_size": [src_w, src_h], "model_size": [cfg.width, cfg.height], "fit": fit,
                 "point_mapping": transform.describe(), "tracks": int(len(trk))}
-        return GenerationResult(out, trk, maps, fitted, info)
+        return GenerationResult(out, trk, maps, fitted, info, latents[0])
 
     def _motion_maps(self, flow, frames: int) -> np.ndarray:
         """A dense motion input ("motion brush"): maps [T,2,H,W] or flow [T-1,H,W,2], any resolution."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The exact chain of runs behind dragnuwa/assets/model/dragnuwa_small.safetensors: runs 1-5 on a
-# 2-core CPU (about 2 hours), runs 6 and 7 on one GPU (an H200, 10.7 + 10.8 min); docs/model_card.md
-# has the figures.
+# 2-core CPU (about 2 hours), runs 6 and 7 on one GPU (an H200, 10.7 + 10.8 min), run 8 (the decoder on
+# run 7's samples) on the CPU again; docs/model_card.md has the figures.
 # Runs 1-3 trained the paper-exact model; run 4 widened it to `traj_cumulative` (new inputs start
 # at zero, so it continues exactly where run 3 stopped) and runs 4-5 continued it. For the bundled
 # file, runs 4-5 started from run 3's weights as the previous bundled file held them (fp16, upcast).
@@ -25,5 +25,12 @@ python scripts/export_model.py runs/gpu_stage2/model.safetensors --traj-guidance
 # 7. Stage 2 at batch 128 on new clips, from run 6 (bounded by wall clock on the GPU: 7.4 min, then
 #    --resume for 3.4 min, stopping at step 3,324; --max-steps 3324 repeats it in one go).
 dragnuwa train --config configs/small_stage2_gpu_more.yaml --max-steps 3324
-# Export (fp16; the autoencoder came with the init), examples, evaluation, benchmark.
-bash scripts/finish_bundled_model.sh runs/gpu_more/model.safetensors 100 10 "" 3 1  # guidance 3: best on validation seeds; motion init 1
+# Export (fp16; the autoencoder came with the init) with its sampling defaults: guidance 3, best on
+# validation seeds; motion init 1.
+python scripts/export_model.py runs/gpu_more/model.safetensors --out runs/gpu_more/export_fp16.safetensors \
+  --traj-guidance 3 --motion-init 1
+# 8. The decoder fine-tuned on that model's own samples (2-core CPU, 14 + 8 min; docs/training.md).
+dragnuwa train-autoencoder --config configs/autoencoder_small_decoder_samples.yaml
+# Export with that decoder (fp16), examples, evaluation, benchmark.
+bash scripts/finish_bundled_model.sh runs/gpu_more/model.safetensors 100 10 \
+  runs/autoencoder_small_decoder_samples/model.safetensors 3 1

@@ -322,7 +322,8 @@ def test_cli_bad_config_and_checkpoint_exit_2(tmp_path):
                                   "small_stage2_gpu_more", "small_f2_stage2_gpu", "small_stage2_motion_init",
                                   "small_stage2_changed_weight", "small_stage2_low_sigma", "small_stage2_sigma_data",
                                   "base_stage1", "base_stage2",
-                                  "autoencoder_small", "autoencoder_small_decoder", "autoencoder_small_f2",
+                                  "autoencoder_small", "autoencoder_small_decoder", "autoencoder_small_decoder_samples",
+                                  "autoencoder_small_f2",
                                   "autoencoder_base"])
 def test_shipped_configs_load(name):
     from pathlib import Path

@@ -79,6 +79,14 @@ class AutoencoderTrainConfig:
     # Train the decoder only: the encoder and latent scale stay, so the latent space (and any
     # diffusion model trained on it) stays valid while reconstructions get sharper.
     decoder_only: bool = False
+    # Decode the video model's own samples (decoder_only): a video model file whose generations on
+    # training scenes (its default sampler start; every 3rd from pure noise) are paired with the
+    # true clips, and `sample_share` of each batch's frames comes from those pairs.
+    samples_from: str = ""
+    sample_clips: int = 600
+    sample_share: float = 0.75
+    sample_seed: int = 200_000  # first training scene of the pairs (training seeds are 0..899,999)
+    sample_steps: int = 10
 
 
 def load_config(path: str | Path, cls=TrainConfig):
@@ -116,6 +124,12 @@ def validate(cfg) -> None:
             raise UserError("motion_init training needs data.source synthetic (clip folders carry no animation)")
         if cfg.workers < 0 or cfg.max_minutes < 0:
             raise UserError(f"workers and max_minutes must be >= 0, got {cfg.workers} and {cfg.max_minutes}")
+    if isinstance(cfg, AutoencoderTrainConfig) and cfg.samples_from:
+        if not cfg.decoder_only:
+            raise UserError("samples_from needs decoder_only: the encoder must keep the video model's latent space")
+        if cfg.sample_clips < 1 or cfg.sample_steps < 1 or not 0 < cfg.sample_share <= 1:
+            raise UserError(f"sample_clips and sample_steps must be >= 1 and sample_share in (0, 1], got "
+                            f"{cfg.sample_clips}, {cfg.sample_steps} and {cfg.sample_share}")
     for name in ("steps", "batch_size"):
         if getattr(cfg, name) <= 0:
             raise UserError(f"{name} must be positive, got {getattr(cfg, name)}")

@@ -1,0 +1,66 @@
+"""The video model's own latents paired with the true clips: training data for its decoder.
+
+Not in the paper. The decoder is trained on the encoder's latents of real frames, but at
+generation it decodes what the diffusion model sampled, which differs: objects smeared along their
+path, a faint copy where they started (docs/model_card.md). Fine-tuning the decoder on
+(sampled latents -> true frames) of training scenes teaches it to render those latents as the
+scene they stand for. The encoder stays frozen, so the video model's latent space is unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from dragnuwa.errors import UserError, atomic_path
+
+FROM_NOISE_EVERY = 3  # every 3rd clip is sampled from pure noise (the model alone), the rest from its default start
+
+
+def build_sample_pairs(model_path: str, clips: int, first_seed: int, steps: int) -> dict:
+    """Generate ``clips`` training scenes (their object tracks, caption and first frame) with the
+    video model at ``model_path`` -> ``{"z": fp16 [N, T, C, h, w], "x": uint8 [N, T, H, W, 3]}``."""
+    from dragnuwa.evaluate import TRAINING_SEEDS_END, held_out_cases
+    from dragnuwa.pipeline import load_pipeline
+
+    pipe = load_pipeline(model_path)
+    cfg = pipe.cfg
+    cases = held_out_cases(clips, first_seed, cfg.frames, (cfg.width, cfg.height))
+    if cases[-1].seed >= TRAINING_SEEDS_END:
+        raise UserError(f"sample pairs from seed {first_seed} reach scene {cases[-1].seed}, past the training "
+                        f"scenes (0..{TRAINING_SEEDS_END - 1}); lower sample_seed or sample_clips")
+    z, x = [], []
+    for i, case in enumerate(tqdm(cases, desc="sampling the decoder's pairs", unit="clip")):
+        start = 0.0 if i % FROM_NOISE_EVERY == 0 else None  # None: the model's default start
+        res = pipe.generate(case.image, case.tracks, case.text, steps=steps, seed=i, paste_first=False,
+                            show_progress=False, motion_init=start)
+        z.append(res.latents.half())
+        x.append(torch.from_numpy(case.frames))
+    return {"z": torch.stack(z), "x": torch.stack(x)}
+
+
+def load_or_build_sample_pairs(cache: Path, model_path: str, clips: int, first_seed: int, steps: int) -> dict:
+    """The pairs cached in ``cache`` (written atomically) if they were built with these settings."""
+    key = {"model": str(Path(model_path).resolve()), "clips": clips, "first_seed": first_seed, "steps": steps}
+    if cache.is_file():
+        data = torch.load(cache, map_location="cpu", weights_only=True)
+        if data.get("key") == str(key):
+            return data
+    if not Path(model_path).is_file():
+        raise UserError(f"samples_from model not found: {model_path}")
+    data = build_sample_pairs(model_path, clips, first_seed, steps)
+    data["key"] = str(key)
+    with atomic_path(cache) as tmp:
+        torch.save(data, tmp)
+    return data
+
+
+def pair_batch(data: dict, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random frames of the pairs: ``(latents [n, C, h, w], frames [n, 3, H, W] in [-1, 1])``."""
+    z, x = data["z"], data["x"]
+    clip = torch.randint(0, z.shape[0], (n,), generator=generator)
+    frame = torch.randint(0, z.shape[1], (n,), generator=generator)
+    frames = x[clip, frame].permute(0, 3, 1, 2).float() / 127.5 - 1
+    return z[clip, frame].float(), frames
