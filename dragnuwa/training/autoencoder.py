@@ -83,7 +83,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
         step = state["step"]
     pairs, n_pairs = None, 0
     if cfg.samples_from:  # the video model's own latents -> true frames (training/sample_pairs.py)
-        from dragnuwa.training.sample_pairs import load_or_build_sample_pairs
+        from dragnuwa.training.sample_pairs import load_or_build_sample_pairs, pair_batch
 
         pairs = load_or_build_sample_pairs(out / "sample_pairs.pt", cfg.samples_from, cfg.sample_clips,
                                            cfg.sample_seed, cfg.sample_steps)
@@ -93,16 +93,16 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
     t0 = time.time()
     while step < cfg.steps:
         rng = np.random.default_rng([cfg.seed, step])
-        x = frame_batch(rng, cfg.batch_size - n_pairs, size, cfg.photo_fraction) if cfg.batch_size > n_pairs else None
-        if pairs is None:
-            loss = reconstruction_loss(ae(x), x)
-        else:
-            from dragnuwa.training.sample_pairs import pair_batch
-
-            z, target = pair_batch(pairs, n_pairs, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
-            if x is not None:  # fresh frames through the frozen encoder keep the plain round trip sharp
-                z, target = torch.cat([z, ae.encode(x)]), torch.cat([target, x])
-            loss = reconstruction_loss(ae.decode(z), target)
+        # (latents, target frames): sampled pairs, then fresh frames through the encoder, whose
+        # round trip keeps the decoder sharp on clean latents.
+        parts = []
+        if pairs is not None:
+            parts.append(pair_batch(pairs, n_pairs, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)))
+        if cfg.batch_size > n_pairs:
+            x = frame_batch(rng, cfg.batch_size - n_pairs, size, cfg.photo_fraction)
+            parts.append((ae.encode(x), x))
+        z, target = (torch.cat(t) for t in zip(*parts))
+        loss = reconstruction_loss(ae.decode(z), target)
         opt.zero_grad()
         loss.backward()
         opt.step()

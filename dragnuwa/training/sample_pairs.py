@@ -59,8 +59,9 @@ def load_or_build_sample_pairs(cache: Path, model_path: str, clips: int, first_s
 
 def pair_batch(data: dict, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` random frames of the pairs: ``(latents [n, C, h, w], frames [n, 3, H, W] in [-1, 1])``."""
+    from dragnuwa.video import to_tensor
+
     z, x = data["z"], data["x"]
     clip = torch.randint(0, z.shape[0], (n,), generator=generator)
     frame = torch.randint(0, z.shape[1], (n,), generator=generator)
-    frames = x[clip, frame].permute(0, 3, 1, 2).float() / 127.5 - 1
-    return z[clip, frame].float(), frames
+    return z[clip, frame].float(), to_tensor(x[clip, frame].numpy())
