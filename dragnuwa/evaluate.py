@@ -63,12 +63,18 @@ class Case:
     frames: np.ndarray | None = None  # uint8 [T, H, W, 3], the true clip (for the yardsticks)
 
 
-def held_out_cases(count: int, first_seed: int, frames: int, size: tuple[int, int]) -> list[Case]:
-    """The first ``count`` scenes from ``first_seed`` on with a moving object visible in every frame."""
+def scene_cases(count: int, first_seed: int, frames: int, size: tuple[int, int],
+                end_seed: int | None = None) -> list[Case]:
+    """The first ``count`` procedural scenes from ``first_seed`` on with a moving object visible in
+    every frame: held-out clips for the evaluation and validation, training scenes for the decoder's
+    sample pairs. ``end_seed`` (exclusive) bounds the seeds: running past it is a ``UserError``."""
     from dragnuwa.data.synthetic import render_clip
 
     cases, seed = [], int(first_seed)
     while len(cases) < count:
+        if end_seed is not None and seed >= end_seed:
+            raise UserError(f"{count} scenes from seed {first_seed} run past seed {end_seed - 1} "
+                            f"({len(cases)} found); start lower or ask for fewer")
         clip = render_clip(seed, frames, size)
         keep = clip.visible.all(axis=1) & np.array([o["moving"] for o in clip.objects])
         if keep.any():
@@ -369,7 +375,7 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
         meta["warning"] = (f"seeds from {seed} overlap the training scenes (0..{TRAINING_SEEDS_END - 1}); "
                            f"use --seed {HELD_OUT_SEED} or above for held-out results")
         print(f"warning: {meta['warning']}")
-    cases = held_out_cases(int(count), seed, int(frames), tuple(size))
+    cases = scene_cases(int(count), seed, int(frames), tuple(size))
     rows = [evaluate_case(generate_fn, c, variants, reconstruct_fn, motion_region, redraw_fn)
             for c in tqdm(cases, desc="evaluating", unit="clip")]
     summary = summarise(rows, variants)

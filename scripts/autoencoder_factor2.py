@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from dragnuwa.evaluate import HELD_OUT_SEED, held_out_cases
+from dragnuwa.evaluate import HELD_OUT_SEED, scene_cases
 from dragnuwa.models.config import PRESETS, AutoencoderConfig
 from dragnuwa.models.dragnuwa import load_model
 from dragnuwa.training.autoencoder import train_autoencoder
@@ -48,7 +48,7 @@ def main() -> None:
     for name, model_path in (("4x (baseline)", args.baseline), ("2x", path)):
         model = load_model(model_path)
         if cases is None:
-            cases = held_out_cases(args.clips, HELD_OUT_SEED, model.cfg.frames, (model.cfg.width, model.cfg.height))
+            cases = scene_cases(args.clips, HELD_OUT_SEED, model.cfg.frames, (model.cfg.width, model.cfg.height))
         r = yardstick(model.autoencoder, cases)
         print(f"{name}: {r['trajectory_error_px']:.2f} px = {r['ratio_to_static']:.3f}x a static video, "
               f"PSNR {r['psnr_db']:.2f} dB ({model_path})")

@@ -16,7 +16,7 @@ import argparse
 
 from tqdm import tqdm
 
-from dragnuwa.evaluate import HELD_OUT_SEED, autoencoder_round_trip, evaluate_case, held_out_cases, summarise
+from dragnuwa.evaluate import HELD_OUT_SEED, autoencoder_round_trip, evaluate_case, scene_cases, summarise
 from dragnuwa.models.dragnuwa import load_model
 
 
@@ -39,7 +39,7 @@ def main() -> None:
         model = load_model(path)
         cfg = model.cfg
         if cases is None:
-            cases = held_out_cases(args.clips, args.seed, cfg.frames, (cfg.width, cfg.height))
+            cases = scene_cases(args.clips, args.seed, cfg.frames, (cfg.width, cfg.height))
         r = yardstick(model.autoencoder, cases)
         print(f"{path}: {r['trajectory_error_px']:.2f} px = {r['ratio_to_static']:.3f}x a static video, "
               f"PSNR {r['psnr_db']:.2f} dB ({len(cases)} clips)")

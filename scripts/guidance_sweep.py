@@ -17,7 +17,7 @@ import argparse
 import numpy as np
 from tqdm import tqdm
 
-from dragnuwa.evaluate import held_out_cases
+from dragnuwa.evaluate import scene_cases
 from dragnuwa.metrics import psnr, static_trajectory_error, track_points, trajectory_error
 from dragnuwa.motion_init import MOTION_REGIONS
 from dragnuwa.pipeline import load_pipeline
@@ -37,7 +37,7 @@ def main() -> None:
                     help="what motion init moves along each track")
     args = ap.parse_args()
     pipe = load_pipeline(args.model)
-    cases = held_out_cases(args.clips, VALIDATION_SEED, pipe.cfg.frames, (pipe.cfg.width, pipe.cfg.height))
+    cases = scene_cases(args.clips, VALIDATION_SEED, pipe.cfg.frames, (pipe.cfg.width, pipe.cfg.height))
     settings = [(f"traj guidance {s:g}" + ("" if m is None else f", motion init {m:g}"), (), s, m)
                 for s in args.scales for m in args.motion_init] + [("no trajectory", ("traj",), None, None)]
     errors: dict[str, list[float]] = {}

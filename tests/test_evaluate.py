@@ -8,7 +8,7 @@ import pytest
 
 from dragnuwa.data.synthetic import COLORS, render_clip
 from dragnuwa.errors import UserError
-from dragnuwa.evaluate import HELD_OUT_SEED, evaluate_case, held_out_cases, run_evaluation
+from dragnuwa.evaluate import HELD_OUT_SEED, evaluate_case, scene_cases, run_evaluation
 from dragnuwa.metrics import (TrackerConfig, first_frame_psnr, psnr, static_trajectory_error, text_accuracy,
                               text_check, track_points, trajectory_error)
 
@@ -48,7 +48,7 @@ def test_a_lost_point_stays_put():
 
 def test_tracker_on_rendered_clips_beats_static_by_far():
     """Object centres of held-out clips, 64 px: the tracker on the true video is ~6% of static."""
-    cases = held_out_cases(10, HELD_OUT_SEED, 14, (64, 64))
+    cases = scene_cases(10, HELD_OUT_SEED, 14, (64, 64))
     errs, statics = [], []
     for case in cases:
         clip = render_clip(case.seed, 14, (64, 64))
@@ -144,7 +144,7 @@ def test_run_evaluation_with_ground_truth_and_static_generators(tmp_path):
     assert abs(yard["animation"]["ratio_to_static"] - 1.0) < 1e-4
     assert yard["redrawn"]["trajectory_error_px"] == yard["true_clip"]["trajectory_error_px"]
     assert yard["redrawn"]["psnr_db"] == 100.0 and redrawn == [(14, 64, 64, 3)] * 6
-    cases = held_out_cases(6, HELD_OUT_SEED, 14, (64, 64))
+    cases = scene_cases(6, HELD_OUT_SEED, 14, (64, 64))
     stills = [psnr(np.repeat(c.frames[:1], 14, axis=0), c.frames) for c in cases]
     assert abs(yard["autoencoder"]["psnr_db"] - np.mean(stills)) < 1e-9
     assert abs(summary["no_trajectory"]["ratio_to_static"] - 1.0) < 1e-4
@@ -188,7 +188,7 @@ def test_report_says_where_each_row_started_sampling(tmp_path):
 
 
 def test_the_cut_and_paste_animation_yardstick_follows_the_tracks():
-    rows = [evaluate_case(None, c, {}, lambda video: video) for c in held_out_cases(8, HELD_OUT_SEED, 14, (64, 64))]
+    rows = [evaluate_case(None, c, {}, lambda video: video) for c in scene_cases(8, HELD_OUT_SEED, 14, (64, 64))]
     ratio = np.mean([r["animation_error"] for r in rows]) / np.mean([r["static_error"] for r in rows])
     assert ratio < 0.15, ratio  # measured 0.03: the discs move with the tracks by construction
 

@@ -68,12 +68,12 @@ def test_without_a_moving_track_the_animation_is_the_image():
 
 def test_the_object_region_finds_the_object_under_the_track():
     """GrabCut near each track's start against the renderer's exact layer of that object."""
-    from dragnuwa.evaluate import held_out_cases
+    from dragnuwa.evaluate import scene_cases
     from dragnuwa.data.synthetic import render_clip
 
     r = default_radius(64, 64)
     ious = {"object": [], "disc": []}
-    for case in held_out_cases(12, 1_500_000, 14, (64, 64)):
+    for case in scene_cases(12, 1_500_000, 14, (64, 64)):
         layers = render_clip(case.seed, 14, (64, 64)).layers[0]
         for start in case.tracks[:, 0]:
             truth = layers == layers[int(start[1]), int(start[0])]

@@ -22,15 +22,16 @@ FROM_NOISE_EVERY = 3  # every 3rd clip is sampled from pure noise (the model alo
 def build_sample_pairs(model_path: str, clips: int, first_seed: int, steps: int) -> dict:
     """Generate ``clips`` training scenes (their object tracks, caption and first frame) with the
     video model at ``model_path`` -> ``{"z": fp16 [N, T, C, h, w], "x": uint8 [N, T, H, W, 3]}``."""
-    from dragnuwa.evaluate import TRAINING_SEEDS_END, held_out_cases
+    from dragnuwa.evaluate import TRAINING_SEEDS_END, scene_cases
     from dragnuwa.pipeline import load_pipeline
 
     pipe = load_pipeline(model_path)
     cfg = pipe.cfg
-    cases = held_out_cases(clips, first_seed, cfg.frames, (cfg.width, cfg.height))
-    if cases[-1].seed >= TRAINING_SEEDS_END:
-        raise UserError(f"sample pairs from seed {first_seed} reach scene {cases[-1].seed}, past the training "
-                        f"scenes (0..{TRAINING_SEEDS_END - 1}); lower sample_seed or sample_clips")
+    try:  # training scenes only: stop at the first evaluation seed, before any sampling
+        cases = scene_cases(clips, first_seed, cfg.frames, (cfg.width, cfg.height), end_seed=TRAINING_SEEDS_END)
+    except UserError as err:
+        raise UserError(f"sample pairs must stay in the training scenes (0..{TRAINING_SEEDS_END - 1}): {err} "
+                        "(sample_seed, sample_clips)") from None
     z, x = [], []
     for i, case in enumerate(tqdm(cases, desc="sampling the decoder's pairs", unit="clip")):
         start = 0.0 if i % FROM_NOISE_EVERY == 0 else None  # None: the model's default start
