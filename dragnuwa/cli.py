@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("demo", help="generate a video with the bundled model and example")
-    s.add_argument("--out", default="dragnuwa_demo.mp4", help="output mp4 (default: %(default)s)")
+    s.add_argument("--out", default="dragnuwa_demo.mp4", help="output video, .mp4 or .gif (default: %(default)s)")
     s.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (model default)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--upscale", type=_positive_int, default=1, metavar="N",
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     motion.add_argument("--tracks", help="tracks JSON (see docs/tracks.md)")
     motion.add_argument("--flow", help="dense motion file (.npy/.npz [T,2,H,W] or [T-1,H,W,2]): a motion brush")
     s.add_argument("--text", default="", help="text prompt")
-    s.add_argument("--out", required=True, help="output mp4")
+    s.add_argument("--out", required=True, help="output video, .mp4 or .gif")
     s.add_argument("--frames", type=_positive_int, default=None, help="frames (model default)")
     s.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (model default)")
     s.add_argument("--seed", type=int, default=0)
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what motion init moves along each track: the disc around its start, or the "
                         "object under it (found by GrabCut)")
     s.add_argument("--model", default="bundled", help="'bundled' or a model .safetensors path")
-    s.add_argument("--overlay", default=None, help="also write the video with the tracks drawn")
+    s.add_argument("--overlay", default=None, help="also write the video with the tracks drawn (.mp4 or .gif)")
     s.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop",
                    help="how an image of another aspect ratio is fitted (default: %(default)s)")
     s.add_argument("--upscale", type=_positive_int, default=1, metavar="N",
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="tracks JSON to write")
     s.add_argument("--max-tracks", type=_positive_int, default=8)
     s.add_argument("--flow", default="dis", help="optical-flow backend (default: %(default)s)")
-    s.add_argument("--viz", default=None, help="also write an overlay mp4 with the tracks drawn")
+    s.add_argument("--viz", default=None, help="also write an overlay video with the tracks drawn (.mp4 or .gif)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--size", type=_size, default=None, help="resize/crop frames to SIZE or WxH first")
     s.add_argument("--max-frames", type=_positive_int, default=None)

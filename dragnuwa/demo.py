@@ -34,9 +34,9 @@ def list_examples() -> list[str]:
 def run_demo(out: str = "dragnuwa_demo.mp4", steps: int | None = None, seed: int = 0, upscale: int = 1) -> Path:
     """Generate the bundled example with the bundled model; write ``out`` and its overlay.
 
-    Returns the path of the mp4. The overlay (tracks drawn on the generated video) is
-    written beside it as ``<out>_tracks.mp4`` so the drag can be compared with the motion. Both are
-    ``upscale`` times the model's size.
+    Returns the path of the video (.mp4, or .gif if ``out`` names one). The overlay (tracks drawn on
+    the generated video) is written beside it as ``<out>_tracks.<suffix>`` so the drag can be
+    compared with the motion. Both are ``upscale`` times the model's size.
     """
     from dragnuwa import pipeline
 

@@ -266,13 +266,15 @@ def load_pipeline(model="bundled") -> Pipeline:
 def generate_to_file(image, tracks=None, flow=None, text: str = "", out: str = "out.mp4", frames=None, steps=None,
                      seed: int = 0, guidance=None, traj_guidance=None, model="bundled", overlay=None,
                      fit: str = "crop", motion_init=None, motion_region: str = "disc", upscale: int = 1) -> Path:
-    """`dragnuwa generate`: one video written atomically to ``out`` (+ optional tracks overlay),
-    ``upscale`` times the model's size."""
-    from dragnuwa.video import check_upscale
+    """`dragnuwa generate`: one video written atomically to ``out`` (.mp4 or .gif; + optional tracks
+    overlay), ``upscale`` times the model's size."""
+    from dragnuwa.video import check_upscale, check_video_path
 
-    if not str(out).lower().endswith(".mp4"):
-        raise UserError(f"--out must end in .mp4, got {out}")
-    check_upscale(upscale)  # before the model loads
+    # Before the model loads: nothing is sampled for a file that cannot be written.
+    check_video_path(out, "--out")
+    if overlay:
+        check_video_path(overlay, "--overlay")
+    check_upscale(upscale)
     if tracks is None and flow is None:
         print("note: no --tracks or --flow given: the motion follows the text and image alone")
     pipe = load_pipeline(model)

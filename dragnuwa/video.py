@@ -130,18 +130,33 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return t.movedim(-1, -3).contiguous()
 
 
+VIDEO_SUFFIXES = (".mp4", ".gif")  # what write_video writes, picked by the file name
+
+
+def check_video_path(path: str | Path, what: str = "output video") -> None:
+    """Refuse an output path ``write_video`` cannot write (``UserError``), before any work is done."""
+    if Path(path).suffix.lower() not in VIDEO_SUFFIXES:
+        raise UserError(f"{what} must end in {' or '.join(VIDEO_SUFFIXES)}, got {path}")
+
+
 def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float = 8.0) -> Path:
-    """Write frames as an H.264 mp4 (yuv420p), atomically. Odd sizes are padded to even."""
+    """Write frames atomically as an H.264 mp4 (yuv420p; odd sizes padded to even) or, for a
+    ``.gif`` path, a looping GIF (for pages and chats that show GIFs inline)."""
+    check_video_path(path)
     frames = to_uint8(frames) if not (isinstance(frames, np.ndarray) and frames.dtype == np.uint8) else frames
     if not np.isfinite(fps) or fps <= 0:
         raise UserError(f"fps must be a positive number, got {fps}")
     if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
         raise ValueError(f"expected uint8 frames [T, H, W, 3] with T > 0, got {frames.shape}")
+    path = Path(path)
+    if path.suffix.lower() == ".gif":
+        with atomic_path(path) as tmp:
+            _write_gif(tmp, frames, fps)
+        return path
     h, w = frames.shape[1:3]
     pad_h, pad_w = h % 2, w % 2  # yuv420p needs even sizes
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    path = Path(path)
     with atomic_path(path) as tmp:
         with av.open(str(tmp), mode="w", format="mp4") as container:
             # A rational rate keeps NTSC-style rates (29.97) and fractional ones (7.5) exact.
@@ -155,6 +170,20 @@ def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float 
             for packet in stream.encode():
                 container.mux(packet)
     return path
+
+
+def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
+    """Pillow GIF with one 256-colour palette for the whole clip and no dithering: a palette per
+    frame, or dither noise, makes still areas flicker from frame to frame."""
+    from PIL import Image
+
+    sample = frames[:: max(1, len(frames) // 16)]  # the palette from up to 16 frames stacked
+    palette = Image.fromarray(np.concatenate(list(sample), axis=0)).quantize(256, method=Image.Quantize.MEDIANCUT)
+    images = [Image.fromarray(np.ascontiguousarray(f)).quantize(palette=palette, dither=Image.Dither.NONE)
+              for f in frames]
+    # GIF delays are in 1/100 s; at least 2, as browsers slow shorter delays to 10.
+    delay = max(20, int(round(100.0 / fps)) * 10)
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=delay, loop=0)
 
 
 MAX_UPSCALE = 16

@@ -126,6 +126,7 @@ def test_generate_cli_end_to_end_and_bad_input(tmp_path, tiny_model_file):
         ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--motion-region", "blob"),
         ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--upscale", "17"),
         ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--upscale", "0"),
+        ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--overlay", str(tmp_path / "o.avi")),
         ("--image", str(img), "--tracks", str(tmp_path / "t.json"), "--model", str(tmp_path / "nope.safetensors")),
     ]
     for args in cases:
@@ -153,3 +154,16 @@ def test_write_outputs_draws_the_tracks_where_the_enlarged_pixels_are(tmp_path):
     ys, xs = np.nonzero(np.abs(drawn[1] - plain[1]).max(axis=-1) > 40)
     assert len(xs) > 5 and np.hypot(xs.mean() + 0.5 - 22, ys.mean() + 0.5 - 30) < 1.0
     assert write_outputs(res, tmp_path / "w.mp4")[1] is None
+
+
+def test_generate_writes_a_gif_when_asked(tmp_path, tiny_model_file):
+    """``--out x.gif`` (and a .gif overlay) write looping GIFs with the video's frames."""
+    from dragnuwa.pipeline import generate_to_file
+    from dragnuwa.video import read_video
+
+    out = generate_to_file(_img(), tracks=np.array([[[10.0, 10.0], [30.0, 20.0]]]), text="a cat",
+                           out=str(tmp_path / "v.gif"), steps=2, model=str(tiny_model_file),
+                           overlay=str(tmp_path / "o.gif"))
+    video, drawn = read_video(out)[0], read_video(tmp_path / "o.gif")[0]
+    assert Image.open(out).format == "GIF" and video.shape == drawn.shape == (4, 32, 32, 3)
+    assert np.abs(video.astype(int) - drawn).max() > 40  # the tracks are drawn on the overlay only

@@ -22,6 +22,26 @@ def test_write_read_round_trip(tmp_path):
     assert 10 * np.log10(255 ** 2 / mse) > 30
 
 
+def test_gif_output_round_trip(tmp_path):
+    # A red square moving 3 px per frame over a smooth background: what a generated video looks like.
+    yy, xx = np.mgrid[0:48, 0:64]
+    frames = np.repeat(np.stack([xx * 2, yy * 3, np.full_like(xx, 90)], -1)[None], 6, 0).astype(np.uint8)
+    for t in range(6):
+        frames[t, 10:20, 5 + 3 * t:15 + 3 * t] = (220, 30, 30)
+    path = write_video(tmp_path / "v.gif", frames, fps=8)
+    back, _ = read_video(path)
+    assert back.shape == frames.shape
+    mse = np.mean((back.astype(float) - frames) ** 2)
+    assert 10 * np.log10(255 ** 2 / mse) > 30
+    red = (back[..., 0] > 180) & (back[..., 1] < 80)
+    assert [int(np.nonzero(red[t].any(0))[0][0]) for t in range(6)] == [5, 8, 11, 14, 17, 20]
+    gif = Image.open(path)
+    assert gif.n_frames == 6 and gif.info["duration"] == 120 and gif.info["loop"] == 0  # 8 fps, looping
+    with pytest.raises(UserError, match=r"must end in \.mp4 or \.gif"):
+        write_video(tmp_path / "v.avi", frames)
+    assert not (tmp_path / "v.avi").exists()
+
+
 def test_odd_size_is_padded_and_resize_on_read(tmp_path):
     path = write_video(tmp_path / "odd.mp4", _gradient_frames(3, 31, 45))
     back, _ = read_video(path, size=(32, 16))
