@@ -113,10 +113,11 @@ def on_tracks_upload(file, state):
 def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, frames: int, steps: int, seed: int,
                    guidance: float, traj_guidance: float, progress=None,
                    motion_init: float | None = None, motion_region: str = "disc",
-                   upscale: int = 1) -> tuple[str, str, str]:
-    """Generate and write the video, the overlay and the tracks JSON into a fresh folder; the videos
-    ``upscale`` times the model's size."""
+                   upscale: int = 1) -> tuple[str, str, str, str]:
+    """Generate and write the video, the overlay, the tracks JSON and the video as a GIF (to share)
+    into a fresh folder -> their paths; the videos ``upscale`` times the model's size."""
     from dragnuwa.pipeline import write_outputs
+    from dragnuwa.video import upscale as enlarge, write_video
     from dragnuwa.tracks_io import parse_tracks, save_tracks
 
     ts = parse_tracks(tracks) if tracks and tracks.get("tracks") else None
@@ -131,7 +132,8 @@ def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, fram
         save_tracks(tpath, ts)
     else:
         tpath.write_text(json.dumps({"width": image.shape[1], "height": image.shape[0], "tracks": []}))
-    return str(video), str(overlay), str(tpath)
+    gif = write_video(out / "dragnuwa.gif", enlarge(res.frames, upscale), pipe.cfg.fps)
+    return str(video), str(overlay), str(tpath), str(gif)
 
 
 def build_app(model="bundled"):
@@ -172,11 +174,11 @@ def build_app(model="bundled"):
         if state["image"] is None:
             raise gr.Error("Upload an image or pick an example first.")
         progress(0, desc="sampling")
-        video, overlay, tpath = run_generation(
+        video, overlay, tpath, gif = run_generation(
             pipe, state["image"], tracks_json(state), text, frames, steps, seed, guidance, traj_guidance,
             progress=lambda i, n: progress(i / n, desc=f"sampling step {i}/{n}"), motion_init=motion_init,
             motion_region=motion_region, upscale=VIEW_UPSCALE)
-        return video, overlay, [video, tpath]
+        return video, overlay, [video, gif, tpath]
 
     def generate_api(image_path, tracks_text, text, frames, steps, seed, guidance, traj_guidance):
         """API endpoint: an image file + a tracks JSON string -> (video, tracks JSON file)."""
@@ -185,7 +187,7 @@ def build_app(model="bundled"):
             tracks = json.loads(tracks_text) if tracks_text else None
         except json.JSONDecodeError as e:
             raise UserError(f"tracks are not valid JSON: {e}") from None
-        video, _, tpath = run_generation(pipe, image, tracks, text, frames, steps, seed, guidance, traj_guidance)
+        video, _, tpath, _ = run_generation(pipe, image, tracks, text, frames, steps, seed, guidance, traj_guidance)
         return video, tpath
 
     # Open on the bundled demo example, so a first visitor sees an image with tracks to try.
@@ -228,7 +230,7 @@ def build_app(model="bundled"):
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
                 video = gr.Video(label="Video", autoplay=True, loop=True)
                 overlay = gr.Video(label="Video with tracks", autoplay=True, loop=True)
-                downloads = gr.File(label="Downloads (video, tracks JSON)", file_count="multiple")
+                downloads = gr.File(label="Downloads (mp4, GIF, tracks JSON)", file_count="multiple")
         editing = [state, canvas, status]
         upload.change(on_upload, [upload, state], editing, api_name=False)
         canvas.select(click, [state], editing, api_name=False)
