@@ -256,6 +256,22 @@ def build_app(model="bundled"):
 
 def launch(host: str = "127.0.0.1", port: int = 7860, model="bundled", share: bool = False, block: bool = True):
     """Start the app. With ``block=False`` returns the running Blocks (call ``.close()``)."""
+    check_address(host, port)  # before the model loads
     demo = build_app(model)
     demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block)
     return demo
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse (``UserError``) a host and port the server could not listen on: a port out of range,
+    an unknown host, a port in use."""
+    import socket
+
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        raise UserError(f"--port must be between 1 and 65535, got {port}")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, port))
+    except (OSError, OverflowError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise UserError(f"cannot listen on {host}:{port}: {reason} (pick another --port or --host)") from None

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from dragnuwa import app as app_mod
+from dragnuwa.errors import UserError
 
 
 def _free_port():
@@ -76,7 +77,6 @@ def test_click_editing_state_machine():
 
 
 def test_the_ui_generation_passes_the_motion_region(tmp_path):
-    from dragnuwa.errors import UserError
     from dragnuwa.models.config import get_preset
     from dragnuwa.models.dragnuwa import DragNUWA
     from dragnuwa.pipeline import Pipeline
@@ -102,3 +102,20 @@ def test_the_ui_generation_passes_the_motion_region(tmp_path):
     assert np.abs(videos["disc"] - videos["object"]).mean() > 1.0
     with pytest.raises(UserError, match="motion region"):
         app_mod.run_generation(pipe, image, tracks, "", 4, 2, 0, 1.0, 1.0, motion_init=0.5, motion_region="x")
+
+
+def test_app_refuses_an_address_it_cannot_listen_on():
+    """A port in use, out of range or an unknown host: one ``UserError`` before the model loads."""
+    from dragnuwa.app import check_address
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}"):
+            check_address("127.0.0.1", port)
+    check_address("127.0.0.1", port)  # free again
+    with pytest.raises(UserError, match="between 1 and 65535"):
+        check_address("127.0.0.1", 70000)
+    with pytest.raises(UserError, match="cannot listen on host.invalid"):
+        check_address("host.invalid", 7860)
