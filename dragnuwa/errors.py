@@ -19,6 +19,22 @@ class UserError(Exception):
     """Bad input the user can fix. The message is one line and names the problem."""
 
 
+def check_output(path: str | os.PathLike, folder: bool = False, what: str = "output") -> None:
+    """Refuse (``UserError``) an output file (or, with ``folder``, an output folder) that cannot be
+    created: an existing entry of the other kind, a file where a parent folder should be, or a
+    read-only folder. Commands call it before their work, so nothing is computed for nothing."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise UserError(f"{what} {path} is an existing {'file' if folder else 'folder'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"cannot write {what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {what} {path}: the folder {parent} is not writable")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
@@ -28,6 +44,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     an existing ``path`` is left untouched.
     """
     path = Path(path)
+    check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp.", suffix=path.suffix, dir=path.parent)
     os.close(fd)

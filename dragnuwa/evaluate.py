@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from dragnuwa.errors import UserError, atomic_path, atomic_write_text
+from dragnuwa.errors import UserError, atomic_path, atomic_write_text, check_output
 from dragnuwa.metrics import (first_frame_psnr, psnr, static_trajectory_error, text_accuracy,  # noqa: F401
                               text_check, track_points, trajectory_error)
 
@@ -351,8 +351,7 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
 
     check_motion_region(motion_region)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output folder {out} is an existing file")
+    check_output(out, folder=True, what="output folder")
     injected = generate_fn is not None
     # An injected generator says itself whether it starts from the animation (for the report).
     start = None if motion_init is None else float(motion_init)

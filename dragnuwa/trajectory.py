@@ -236,13 +236,16 @@ def run_tracks_command(video: str, out: str, max_tracks: int = 8, flow: str = "d
                        seed: int = 0, size: tuple[int, int] | None = None, max_frames: int | None = None) -> Path:
     """`dragnuwa tracks`: the Trajectory Sampler on a video -> tracks JSON (+ optional overlay video, .mp4 or .gif)."""
     from dragnuwa import video as vio
+    from dragnuwa.errors import check_output
     from dragnuwa.flow import get_flow
     from dragnuwa.tracks_io import TrackSet, save_tracks
     from dragnuwa.viz import draw_tracks
 
     get_flow(flow)  # unknown backend: fail before decoding
+    check_output(out, what="--out")
     if viz:
         vio.check_video_path(viz, "--viz")
+        check_output(viz, what="--viz")
     frames, fps = vio.read_video(video, size=size, max_frames=max_frames)
     sampler, rng = TrajectorySampler(max_tracks=max_tracks, flow=flow), np.random.default_rng(seed)
     cands = sampler.candidates(frames, rng, progress=True)

@@ -31,7 +31,25 @@ def test_synth_then_tracks_with_overlay(tmp_path):
 
 def test_bad_inputs_exit_2_with_one_line(tmp_path):
     (tmp_path / "corrupt.mp4").write_bytes(os.urandom(2000))
+    (tmp_path / "a_file").write_text("not a folder")
+    video = str(tmp_path / "clip.mp4")
+    from dragnuwa.video import write_video
+
+    write_video(video, np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8))
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "img.png")
     cases = [
+        # Outputs that cannot be written are refused before any work (one line, not a traceback).
+        ("tracks", video, "--out", str(tmp_path / "a_file" / "t.json")),
+        ("tracks", video, "--out", str(tmp_path / "t.json"), "--viz", str(tmp_path / "a_file" / "v.mp4")),
+        ("tracks", video, "--out", str(tmp_path / "t.json"), "--viz", str(tmp_path / "v.avi")),
+        ("synth", str(tmp_path / "a_file"), "--count", "1"),
+        ("synth", str(tmp_path / "a_file" / "clips"), "--count", "1"),
+        ("app", "--port", "70000"),
+        ("generate", "--image", str(tmp_path / "img.png"), "--out", str(tmp_path / "a_file" / "v.mp4")),
+        ("generate", "--image", str(tmp_path / "img.png"), "--out", str(tmp_path / "v.mp4"),
+         "--overlay", str(tmp_path / "a_file" / "o.gif")),
         ("tracks", str(tmp_path / "corrupt.mp4"), "--out", str(tmp_path / "t.json")),
         ("tracks", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "t.json")),
         ("tracks", str(tmp_path / "corrupt.mp4"), "--out", str(tmp_path / "t.json"), "--flow", "nope"),
@@ -42,7 +60,7 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path):
         assert r.returncode == 2, (args, r.stderr)
         lines = [line for line in r.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and "error:" in lines[0] and "Traceback" not in r.stderr, r.stderr
-    assert not (tmp_path / "t.json").exists()
+    assert not (tmp_path / "t.json").exists() and not (tmp_path / "v.mp4").exists()
 
 
 def test_existing_output_survives_a_failed_run(tmp_path):

@@ -350,12 +350,13 @@ def write_clip(clip: Clip, out_dir: str | Path, name: str, fps: float = 8.0) -> 
 def write_dataset(out_dir: str | Path, count: int, frames: int = 16, size: tuple[int, int] = (256, 256),
                   seed: int = 0) -> list[Path]:
     """`dragnuwa synth`: ``count`` clips with seeds ``seed .. seed+count-1`` into ``out_dir``."""
-    from dragnuwa.errors import UserError
+    from dragnuwa.errors import UserError, check_output
 
     if frames < 2:
         raise UserError(f"--frames must be at least 2, got {frames}")
     if min(size) < 16:
         raise UserError(f"--size must be at least 16 px, got {size[0]}x{size[1]}")
+    check_output(out_dir, folder=True, what="output folder")
     paths = []
     for i in tqdm(range(count), desc="procedural clips", unit="clip"):
         paths.append(write_clip(render_clip(seed + i, frames, size), out_dir, f"clip_{seed + i:07d}"))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dragnuwa.errors import UserError, atomic_write_text
+from dragnuwa.errors import UserError, atomic_write_text, check_output
 from dragnuwa.training.config import AutoencoderTrainConfig, load_config, to_yaml
 
 HELD_OUT_SEED = 2_000_000  # procedural seeds for the PSNR check, never used in training
@@ -59,6 +59,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
     from dragnuwa.models.dragnuwa import DragNUWA, load_model, save_model
 
     out = Path(cfg.out_dir)
+    check_output(out, folder=True, what="out_dir")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", to_yaml(cfg))
     model = DragNUWA(get_preset(cfg.model))

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from dragnuwa.errors import UserError, atomic_write_text
+from dragnuwa.errors import UserError, atomic_write_text, check_output
 from dragnuwa.training.config import TrainConfig, load_config, to_yaml, validate
 
 
@@ -151,6 +151,7 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
     from dragnuwa.training.ema import EMA
 
     out = Path(cfg.out_dir)
+    check_output(out, folder=True, what="out_dir")  # before the model and the data are built
     ckpt = out / "checkpoint"
     if not resume and (ckpt / "state.pt").exists():
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out-dir")
