@@ -20,5 +20,6 @@ for name in demo multi_object anchor curved_path camera_pan; do
   dragnuwa generate --image $ex/image.png --tracks $ex/tracks.json --text "$(cat $ex/prompt.txt)" \
     --out examples/$name.mp4 --overlay examples/${name}_tracks.mp4 --upscale 4
 done
+python scripts/examples_gif.py  # docs/examples.gif, shown in the README
 dragnuwa evaluate --count "$count" --steps "$steps" --out-dir docs/eval
 python benchmarks/bench_generate.py --repeat 3 --motion-init 0 ${motion_init:-0}
