@@ -31,6 +31,10 @@ python scripts/export_model.py runs/gpu_more/model.safetensors --out runs/gpu_mo
   --traj-guidance 3 --motion-init 1
 # 8. The decoder fine-tuned on that model's own samples (2-core CPU, 14 + 8 min; docs/training.md).
 dragnuwa train-autoencoder --config configs/autoencoder_small_decoder_samples.yaml
+# 9. The same with the loss on what moves weighted 5x, on the same sampled scenes (8 min; bundled).
+mkdir -p runs/autoencoder_small_decoder_moving
+cp runs/autoencoder_small_decoder_samples/sample_pairs.pt runs/autoencoder_small_decoder_moving/
+dragnuwa train-autoencoder --config configs/autoencoder_small_decoder_moving.yaml
 # Export with that decoder (fp16), examples, evaluation, benchmark.
 bash scripts/finish_bundled_model.sh runs/gpu_more/model.safetensors 100 10 \
-  runs/autoencoder_small_decoder_samples/model.safetensors 3 1
+  runs/autoencoder_small_decoder_moving/model.safetensors 3 1

@@ -57,7 +57,7 @@ def test_decoder_fine_tune_on_samples_decodes_them_closer_to_the_true_clips(tiny
     assert pairs["z"].shape[:2] == (6, 4) and pairs["x"].shape == (6, 4, 32, 32, 3)
 
     def pair_error(ae) -> float:
-        z, x = sample_pairs.pair_batch(pairs, 64, torch.Generator().manual_seed(1))
+        z, x, _ = sample_pairs.pair_batch(pairs, 64, torch.Generator().manual_seed(1))
         with torch.no_grad():
             return float(torch.nn.functional.mse_loss(ae.decode(z), x))
 
@@ -78,3 +78,25 @@ def test_decoder_fine_tune_on_samples_decodes_them_closer_to_the_true_clips(tiny
     # A second run with the same settings reads the cached pairs instead of sampling again.
     monkeypatch.setattr(sample_pairs, "build_sample_pairs", lambda *a, **k: pytest.fail("pairs rebuilt"))
     train_autoencoder(cfg())
+
+
+def test_moving_mask_covers_the_moved_object_and_nothing_else():
+    from dragnuwa.models.autoencoder import reconstruction_loss
+    from dragnuwa.training.sample_pairs import moving_mask
+
+    first = torch.full((1, 3, 32, 32), -0.5)
+    first[..., 10:14, 4:8] = 0.8  # a 4x4 square ...
+    moved = torch.full((1, 3, 32, 32), -0.5)
+    moved[..., 10:14, 20:24] = 0.8  # ... 16 px to the right
+    moved[..., 28:, :] += 0.05  # a faint change (noise, a colour shift) below the threshold
+    mask = moving_mask(moved, first)[0, 0]
+    # Both places of the square, grown by 2 px: rows 8..15, columns 2..9 and 18..25.
+    expected = torch.zeros(32, 32)
+    expected[8:16, 2:10] = expected[8:16, 18:26] = 1
+    assert torch.equal(mask, expected)
+    # Weight 1 everywhere is the plain loss; a weight on the mask counts the error there more.
+    recon = moved + 0.1 * torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    recon[..., 10:14, 20:24] = -0.5  # the moved square missing
+    plain = reconstruction_loss(recon, moved)
+    assert torch.allclose(reconstruction_loss(recon, moved, torch.ones(1, 1, 32, 32)), plain)
+    assert reconstruction_loss(recon, moved, 1 + 4 * mask[None, None]) > 1.5 * plain  # 1.79x here

@@ -60,9 +60,14 @@ class Autoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
-def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """L1 plus MSE: L1 keeps edges sharp, MSE is what PSNR measures."""
-    return F.l1_loss(recon, target) + F.mse_loss(recon, target)
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """L1 plus MSE: L1 keeps edges sharp, MSE is what PSNR measures. ``weight`` (broadcast to the
+    frames, e.g. ``[B, 1, H, W]``) makes it a weighted mean over pixels."""
+    d = recon - target
+    if weight is None:
+        return d.abs().mean() + d.square().mean()
+    weight = weight.expand_as(d)
+    return (weight * (d.abs() + d.square())).sum() / weight.sum()
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

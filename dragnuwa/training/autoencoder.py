@@ -94,16 +94,17 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
     t0 = time.time()
     while step < cfg.steps:
         rng = np.random.default_rng([cfg.seed, step])
-        # (latents, target frames): sampled pairs, then fresh frames through the encoder, whose
-        # round trip keeps the decoder sharp on clean latents.
+        # (latents, target frames, loss weights): sampled pairs, then fresh frames through the
+        # encoder, whose round trip keeps the decoder sharp on clean latents.
         parts = []
         if pairs is not None:
-            parts.append(pair_batch(pairs, n_pairs, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)))
+            parts.append(pair_batch(pairs, n_pairs, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step),
+                                    cfg.moving_weight))
         if cfg.batch_size > n_pairs:
             x = frame_batch(rng, cfg.batch_size - n_pairs, size, cfg.photo_fraction)
-            parts.append((ae.encode(x), x))
-        z, target = (torch.cat(t) for t in zip(*parts))
-        loss = reconstruction_loss(ae.decode(z), target)
+            parts.append((ae.encode(x), x, torch.ones_like(x[:, :1])))
+        z, target, weight = (torch.cat(t) for t in zip(*parts))
+        loss = reconstruction_loss(ae.decode(z), target, weight if cfg.moving_weight else None)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -87,6 +87,9 @@ class AutoencoderTrainConfig:
     sample_share: float = 0.75
     sample_seed: int = 200_000  # first training scene of the pairs (training seeds are 0..899,999)
     sample_steps: int = 10
+    # The loss on a pair's pixels that differ from its clip's first frame (what moved, and where the
+    # tracker looks; sample_pairs.moving_mask) weighs 1 + moving_weight; 0 = every pixel alike.
+    moving_weight: float = 0.0
 
 
 def load_config(path: str | Path, cls=TrainConfig):
@@ -124,9 +127,13 @@ def validate(cfg) -> None:
             raise UserError("motion_init training needs data.source synthetic (clip folders carry no animation)")
         if cfg.workers < 0 or cfg.max_minutes < 0:
             raise UserError(f"workers and max_minutes must be >= 0, got {cfg.workers} and {cfg.max_minutes}")
+    if isinstance(cfg, AutoencoderTrainConfig) and cfg.moving_weight and not cfg.samples_from:
+        raise UserError("moving_weight weighs the sample pairs' pixels: it needs samples_from")
     if isinstance(cfg, AutoencoderTrainConfig) and cfg.samples_from:
         if not cfg.decoder_only:
             raise UserError("samples_from needs decoder_only: the encoder must keep the video model's latent space")
+        if cfg.moving_weight < 0:
+            raise UserError(f"moving_weight must be >= 0, got {cfg.moving_weight}")
         if cfg.sample_clips < 1 or cfg.sample_steps < 1 or not 0 < cfg.sample_share <= 1:
             raise UserError(f"sample_clips and sample_steps must be >= 1 and sample_share in (0, 1], got "
                             f"{cfg.sample_clips}, {cfg.sample_steps} and {cfg.sample_share}")

@@ -58,11 +58,24 @@ def load_or_build_sample_pairs(cache: Path, model_path: str, clips: int, first_s
     return data
 
 
-def pair_batch(data: dict, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` random frames of the pairs: ``(latents [n, C, h, w], frames [n, 3, H, W] in [-1, 1])``."""
+def pair_batch(data: dict, n: int, generator: torch.Generator,
+               moving_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` random frames of the pairs: ``(latents [n, C, h, w], frames [n, 3, H, W] in [-1, 1],
+    loss weights [n, 1, H, W])``, the weights 1 + ``moving_weight`` where :func:`moving_mask` is set."""
     from dragnuwa.video import to_tensor
 
     z, x = data["z"], data["x"]
     clip = torch.randint(0, z.shape[0], (n,), generator=generator)
     frame = torch.randint(0, z.shape[1], (n,), generator=generator)
-    return z[clip, frame].float(), to_tensor(x[clip, frame].numpy())
+    frames = to_tensor(x[clip, frame].numpy())
+    weight = 1 + moving_weight * moving_mask(frames, to_tensor(x[clip, 0].numpy())) if moving_weight else \
+        torch.ones_like(frames[:, :1])
+    return z[clip, frame].float(), frames, weight
+
+
+def moving_mask(frames: torch.Tensor, first: torch.Tensor, threshold: float = 0.1, grow: int = 2) -> torch.Tensor:
+    """``float [n, 1, H, W]``: 1 where ``frames`` differ from their clip's ``first`` frame (both
+    ``[n, 3, H, W]`` in [-1, 1]) by more than ``threshold`` in a channel, grown by ``grow`` px: the
+    moved objects (their old and new places) with their edges, where the tracker's points are."""
+    changed = ((frames - first).abs().amax(dim=1, keepdim=True) > threshold).float()
+    return torch.nn.functional.max_pool2d(changed, 2 * grow + 1, stride=1, padding=grow)
