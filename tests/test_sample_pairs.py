@@ -46,11 +46,11 @@ def test_decoder_fine_tune_on_samples_decodes_them_closer_to_the_true_clips(tiny
     from dragnuwa.training.autoencoder import train_autoencoder
     from dragnuwa.training.config import AutoencoderTrainConfig
 
-    def cfg(samples=True, out="run"):
+    def cfg(samples=True, out="run", moving_weight=0.0):
         return AutoencoderTrainConfig(model="tiny", steps=120, batch_size=8, lr=2e-3, log_every=20, ckpt_every=120,
                                       photo_fraction=0.0, init=str(tiny_video_model), decoder_only=True,
                                       samples_from=str(tiny_video_model) if samples else "", sample_clips=6,
-                                      sample_steps=2, out_dir=str(tmp_path / out))
+                                      sample_steps=2, out_dir=str(tmp_path / out), moving_weight=moving_weight)
 
     tuned = train_autoencoder(cfg())
     pairs = torch.load(tmp_path / "run" / "sample_pairs.pt", weights_only=True)
@@ -68,6 +68,22 @@ def test_decoder_fine_tune_on_samples_decodes_them_closer_to_the_true_clips(tiny
     assert pair_error(after) < 0.9 * pair_error(control)
     assert all(torch.equal(a, b) for a, b in zip(before.encoder.state_dict().values(),
                                                  after.encoder.state_dict().values()))
+
+    # Weighting what moves (run 9) decodes the moving pixels closer than the plain fit does.
+    import shutil
+
+    (tmp_path / "weighted").mkdir()
+    shutil.copy(tmp_path / "run" / "sample_pairs.pt", tmp_path / "weighted")  # the same pairs, no resampling
+    weighted = load_model(train_autoencoder(cfg(out="weighted", moving_weight=4.0))).autoencoder
+    z, x, w = sample_pairs.pair_batch(pairs, 256, torch.Generator().manual_seed(2), moving_weight=1.0)
+    moving = w.expand_as(x) > 1
+
+    def moving_error(ae) -> float:
+        with torch.no_grad():
+            return float((ae.decode(z) - x)[moving].square().mean())
+
+    assert moving.float().mean() > 0.02
+    assert moving_error(weighted) < 0.95 * moving_error(after), (moving_error(weighted), moving_error(after))
 
     with pytest.raises(UserError, match="decoder_only"):
         from dragnuwa.training.config import validate
@@ -100,3 +116,13 @@ def test_moving_mask_covers_the_moved_object_and_nothing_else():
     plain = reconstruction_loss(recon, moved)
     assert torch.allclose(reconstruction_loss(recon, moved, torch.ones(1, 1, 32, 32)), plain)
     assert reconstruction_loss(recon, moved, 1 + 4 * mask[None, None]) > 1.5 * plain  # 1.79x here
+
+
+def test_moving_weight_needs_sample_pairs_and_is_not_negative():
+    from dragnuwa.training.config import AutoencoderTrainConfig, validate
+
+    with pytest.raises(UserError, match="needs samples_from"):
+        validate(AutoencoderTrainConfig(moving_weight=4.0))
+    with pytest.raises(UserError, match="moving_weight must be >= 0"):
+        validate(AutoencoderTrainConfig(samples_from="m.safetensors", decoder_only=True, moving_weight=-1.0))
+    validate(AutoencoderTrainConfig(samples_from="m.safetensors", decoder_only=True, moving_weight=4.0))
