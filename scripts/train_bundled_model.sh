@@ -31,7 +31,8 @@ python scripts/export_model.py runs/gpu_more/model.safetensors --out runs/gpu_mo
   --traj-guidance 3 --motion-init 1
 # 8. The decoder fine-tuned on that model's own samples (2-core CPU, 14 + 8 min; docs/training.md).
 dragnuwa train-autoencoder --config configs/autoencoder_small_decoder_samples.yaml
-# 9. The same with the loss on what moves weighted 5x, on the same sampled scenes (8 min; bundled).
+# 9. The same with the loss on what moves weighted 11x (moving_weight 10, run 10; run 9 had 4),
+#    on the same sampled scenes (8 min; bundled).
 mkdir -p runs/autoencoder_small_decoder_moving
 cp runs/autoencoder_small_decoder_samples/sample_pairs.pt runs/autoencoder_small_decoder_moving/
 dragnuwa train-autoencoder --config configs/autoencoder_small_decoder_moving.yaml
