@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The exact chain of runs behind dragnuwa/assets/model/dragnuwa_small.safetensors: runs 1-5 on a
-# 2-core CPU (about 2 hours), runs 6 and 7 on one GPU (an H200, 10.7 + 10.8 min), run 8 (the decoder on
-# run 7's samples) on the CPU again; docs/model_card.md has the figures.
+# 2-core CPU (about 2 hours), runs 6 and 7 on one GPU (an H200, 10.7 + 10.8 min), runs 8 and 10 (the decoder
+# fitted to run 7's samples; run 10 weighs what moves) on the CPU again; docs/model_card.md has the figures.
 # Runs 1-3 trained the paper-exact model; run 4 widened it to `traj_cumulative` (new inputs start
 # at zero, so it continues exactly where run 3 stopped) and runs 4-5 continued it. For the bundled
 # file, runs 4-5 started from run 3's weights as the previous bundled file held them (fp16, upcast).
