@@ -268,14 +268,12 @@ def generate_to_file(image, tracks=None, flow=None, text: str = "", out: str = "
                      fit: str = "crop", motion_init=None, motion_region: str = "disc", upscale: int = 1) -> Path:
     """`dragnuwa generate`: one video written atomically to ``out`` (.mp4 or .gif; + optional tracks
     overlay), ``upscale`` times the model's size."""
-    from dragnuwa.errors import check_output
     from dragnuwa.video import check_upscale, check_video_path
 
     # Before the model loads: nothing is sampled for a file that cannot be written.
     for path, what in ((out, "--out"), (overlay, "--overlay")):
         if path:
             check_video_path(path, what)
-            check_output(path, what=what)
     check_upscale(upscale)
     if tracks is None and flow is None:
         print("note: no --tracks or --flow given: the motion follows the text and image alone")

@@ -245,7 +245,6 @@ def run_tracks_command(video: str, out: str, max_tracks: int = 8, flow: str = "d
     check_output(out, what="--out")
     if viz:
         vio.check_video_path(viz, "--viz")
-        check_output(viz, what="--viz")
     frames, fps = vio.read_video(video, size=size, max_frames=max_frames)
     sampler, rng = TrajectorySampler(max_tracks=max_tracks, flow=flow), np.random.default_rng(seed)
     cands = sampler.candidates(frames, rng, progress=True)

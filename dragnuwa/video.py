@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from dragnuwa.errors import UserError, atomic_path
+from dragnuwa.errors import UserError, atomic_path, check_output
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,11 @@ VIDEO_SUFFIXES = (".mp4", ".gif")  # what write_video writes, picked by the file
 
 
 def check_video_path(path: str | Path, what: str = "output video") -> None:
-    """Refuse an output path ``write_video`` cannot write (``UserError``), before any work is done."""
+    """Refuse an output path ``write_video`` cannot write (``UserError``), before any work is done:
+    a suffix it has no writer for, or a place no file can be created (``errors.check_output``)."""
     if Path(path).suffix.lower() not in VIDEO_SUFFIXES:
         raise UserError(f"{what} must end in {' or '.join(VIDEO_SUFFIXES)}, got {path}")
+    check_output(path, what=what)
 
 
 def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float = 8.0) -> Path:
