@@ -96,6 +96,25 @@ def test_decoder_fine_tune_on_samples_decodes_them_closer_to_the_true_clips(tiny
     train_autoencoder(cfg())
 
 
+def test_a_cache_of_fewer_pairs_is_extended_to_what_sampling_all_at_once_gives(tiny_video_model, tmp_path,
+                                                                              monkeypatch):
+    from dragnuwa.training import sample_pairs
+
+    whole = sample_pairs.build_sample_pairs(str(tiny_video_model), 3, 0, 1)
+    cache = tmp_path / "pairs.pt"
+    first = sample_pairs.load_or_build_sample_pairs(cache, str(tiny_video_model), 2, 0, 1)
+    assert first["z"].shape[0] == 2
+    extended = sample_pairs.load_or_build_sample_pairs(cache, str(tiny_video_model), 3, 0, 1)
+    # The third scene, sampled in a second call, is the one a single call makes (its index sets its seed).
+    assert torch.equal(extended["z"], whole["z"]) and torch.equal(extended["x"], whole["x"])
+    monkeypatch.setattr(sample_pairs, "build_sample_pairs", lambda *a, **k: pytest.fail("pairs rebuilt"))
+    cut = sample_pairs.load_or_build_sample_pairs(cache, str(tiny_video_model), 2, 0, 1)
+    assert torch.equal(cut["z"], whole["z"][:2])
+    monkeypatch.undo()
+    other = sample_pairs.load_or_build_sample_pairs(cache, str(tiny_video_model), 2, 0, 2)  # other steps: afresh
+    assert other["z"].shape[0] == 2 and not torch.equal(other["z"], whole["z"][:2])
+
+
 def test_moving_mask_covers_the_moved_object_and_nothing_else():
     from dragnuwa.models.autoencoder import reconstruction_loss
     from dragnuwa.training.sample_pairs import moving_mask

@@ -19,9 +19,11 @@ from dragnuwa.errors import UserError, atomic_path
 FROM_NOISE_EVERY = 3  # every 3rd clip is sampled from pure noise (the model alone), the rest from its default start
 
 
-def build_sample_pairs(model_path: str, clips: int, first_seed: int, steps: int) -> dict:
+def build_sample_pairs(model_path: str, clips: int, first_seed: int, steps: int, start: int = 0) -> dict:
     """Generate ``clips`` training scenes (their object tracks, caption and first frame) with the
-    video model at ``model_path`` -> ``{"z": fp16 [N, T, C, h, w], "x": uint8 [N, T, H, W, 3]}``."""
+    video model at ``model_path`` -> ``{"z": fp16 [N, T, C, h, w], "x": uint8 [N, T, H, W, 3]}``.
+    Only scenes ``start``.. are sampled (N = clips - start); each scene's sample depends on its
+    index alone, so the pairs built in two parts equal those built at once."""
     from dragnuwa.evaluate import TRAINING_SEEDS_END, scene_cases
     from dragnuwa.pipeline import load_pipeline
 
@@ -33,7 +35,7 @@ def build_sample_pairs(model_path: str, clips: int, first_seed: int, steps: int)
         raise UserError(f"sample pairs must stay in the training scenes (0..{TRAINING_SEEDS_END - 1}): {err} "
                         "(sample_seed, sample_clips)") from None
     z, x = [], []
-    for i, case in enumerate(tqdm(cases, desc="sampling the decoder's pairs", unit="clip")):
+    for i, case in enumerate(tqdm(cases[start:], desc="sampling the decoder's pairs", unit="clip"), start):
         start = 0.0 if i % FROM_NOISE_EVERY == 0 else None  # None: the model's default start
         res = pipe.generate(case.image, case.tracks, case.text, steps=steps, seed=i, paste_first=False,
                             show_progress=False, motion_init=start)
@@ -43,15 +45,25 @@ def build_sample_pairs(model_path: str, clips: int, first_seed: int, steps: int)
 
 
 def load_or_build_sample_pairs(cache: Path, model_path: str, clips: int, first_seed: int, steps: int) -> dict:
-    """The pairs cached in ``cache`` (written atomically) if they were built with these settings."""
+    """The pairs cached in ``cache`` (written atomically) if they were built with these settings.
+    A cache of fewer clips with otherwise the same settings is extended (the first scenes are the
+    same); one of more clips is cut to ``clips``."""
     key = {"model": str(Path(model_path).resolve()), "clips": clips, "first_seed": first_seed, "steps": steps}
+    data = None
     if cache.is_file():
         data = torch.load(cache, map_location="cpu", weights_only=True)
-        if data.get("key") == str(key):
-            return data
+        cached = {**key, "clips": int(data["z"].shape[0])}
+        if data.get("key") != str(cached):
+            data = None  # other settings: sample afresh
+        elif cached["clips"] >= clips:
+            return {"z": data["z"][:clips], "x": data["x"][:clips], "key": str(key)}
     if not Path(model_path).is_file():
         raise UserError(f"samples_from model not found: {model_path}")
-    data = build_sample_pairs(model_path, clips, first_seed, steps)
+    have = 0 if data is None else int(data["z"].shape[0])
+    more = build_sample_pairs(model_path, clips, first_seed, steps, start=have)
+    if data is not None:
+        more = {k: torch.cat([data[k], more[k]]) for k in ("z", "x")}
+    data = more
     data["key"] = str(key)
     with atomic_path(cache) as tmp:
         torch.save(data, tmp)
