@@ -242,6 +242,8 @@ def run_tracks_command(video: str, out: str, max_tracks: int = 8, flow: str = "d
     from dragnuwa.viz import draw_tracks
 
     get_flow(flow)  # unknown backend: fail before decoding
+    if Path(out).suffix.lower() != ".json":  # e.g. a video name given to --out by mistake
+        raise UserError(f"--out is the tracks JSON to write and must end in .json, got {out}")
     check_output(out, what="--out")
     if viz:
         vio.check_video_path(viz, "--viz")

@@ -44,6 +44,7 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path):
         ("tracks", video, "--out", str(tmp_path / "a_file" / "t.json")),
         ("tracks", video, "--out", str(tmp_path / "t.json"), "--viz", str(tmp_path / "a_file" / "v.mp4")),
         ("tracks", video, "--out", str(tmp_path / "t.json"), "--viz", str(tmp_path / "v.avi")),
+        ("tracks", video, "--out", str(tmp_path / "v.mp4")),  # the tracks are JSON, not a video
         ("synth", str(tmp_path / "a_file"), "--count", "1"),
         ("synth", str(tmp_path / "a_file" / "clips"), "--count", "1"),
         ("app", "--port", "70000"),
