@@ -182,21 +182,37 @@ def evaluate_case(generate: Generator | None, case: Case, variants: dict = VARIA
     return row
 
 
+def ratio_interval(errors, static, level: float = 0.95, draws: int = 4000, seed: int = 0) -> list[float]:
+    """Percentile-bootstrap interval (Efron and Tibshirani 1993, Ch. 13) of ``mean(errors) /
+    mean(static)`` over clips, each clip's pair resampled together: how far another draw of as many
+    held-out clips would likely move the ratio. It does not cover the sampler's seed."""
+    errors, static = np.asarray(errors, float), np.asarray(static, float)
+    pick = np.random.default_rng(seed).integers(0, len(errors), (draws, len(errors)))
+    ratios = errors[pick].mean(axis=1) / np.maximum(static[pick].mean(axis=1), 1e-9)
+    tail = 100 * (1 - level) / 2
+    return [float(q) for q in np.percentile(ratios, [tail, 100 - tail])]
+
+
 def summarise(rows: list[dict], variants: dict = VARIANTS) -> dict:
     """Means over clips; trajectory errors also as a ratio to the static video's (0 = perfect,
-    1 = no better than not moving)."""
-    static = float(np.mean([r["static_error"] for r in rows]))
+    1 = no better than not moving), with its 95% bootstrap interval over clips."""
+    statics = [r["static_error"] for r in rows]
+    static = float(np.mean(statics))
     out = {"clips": len(rows), "static_error_px": static}
     for name in variants:
-        err = float(np.mean([r[name]["trajectory_error"] for r in rows]))
+        errors = [r[name]["trajectory_error"] for r in rows]
+        err = float(np.mean(errors))
         out[name] = {"trajectory_error_px": err, "ratio_to_static": err / max(static, 1e-9),
+                     "ratio_ci95": ratio_interval(errors, statics),
                      "first_frame_psnr_db": float(np.mean([r[name]["first_frame_psnr"] for r in rows])),
                      "text_accuracy": float(np.mean([r[name]["text_ok"] for r in rows]))}
     yardsticks = {}
     for name in YARDSTICKS:
         if rows and all(f"{name}_error" in r for r in rows):
-            err = float(np.mean([r[f"{name}_error"] for r in rows]))
-            yardsticks[name] = {"trajectory_error_px": err, "ratio_to_static": err / max(static, 1e-9)}
+            errors = [r[f"{name}_error"] for r in rows]
+            err = float(np.mean(errors))
+            yardsticks[name] = {"trajectory_error_px": err, "ratio_to_static": err / max(static, 1e-9),
+                                "ratio_ci95": ratio_interval(errors, statics)}
             if all(f"{name}_psnr" in r for r in rows):
                 yardsticks[name]["psnr_db"] = float(np.mean([r[f"{name}_psnr"] for r in rows]))
     if yardsticks:
@@ -231,19 +247,19 @@ def paired_comparison(rows: list[dict], variant: str, key: str, higher_is_better
 def markdown_table(summary: dict) -> str:
     lines = [f"Held-out clips: {summary['clips']}; a static video's trajectory error: "
              f"{summary['static_error_px']:.2f} px", "",
-             "| variant | trajectory error (px) | ratio to static | first-frame PSNR (dB) | text check |",
+             "| variant | trajectory error (px) | ratio to static (95% interval) | first-frame PSNR (dB) | text check |",
              "|---|---|---|---|---|"]
     for name in VARIANTS:
         if name in summary:
             s = summary[name]
-            lines.append(f"| {name} | {s['trajectory_error_px']:.2f} | {s['ratio_to_static']:.2f} | "
+            lines.append(f"| {name} | {s['trajectory_error_px']:.2f} | {_ratio_cell(s)} | "
                          f"{s['first_frame_psnr_db']:.1f} | {100 * s['text_accuracy']:.0f}% |")
     yard = summary.get("yardsticks", {})
     for name, what in YARDSTICKS.items():
         if name in yard:
             psnr_cell = f"{yard[name]['psnr_db']:.1f} (all frames)" if "psnr_db" in yard[name] else ""
             lines.append(f"| *{what}* | {yard[name]['trajectory_error_px']:.2f} | "
-                         f"{yard[name]['ratio_to_static']:.2f} | {psnr_cell} | |")
+                         f"{_ratio_cell(yard[name])} | {psnr_cell} | |")
     if summary.get("ablations"):
         lines += ["", "Each ablation on its own check, against the full model clip by clip (Wilcoxon signed-rank):", ""]
         for name, a in summary["ablations"].items():
@@ -252,11 +268,17 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ratio_cell(row: dict) -> str:
+    lo_hi = row.get("ratio_ci95")
+    return f"{row['ratio_to_static']:.2f}" + (f" ({lo_hi[0]:.2f}-{lo_hi[1]:.2f})" if lo_hi else "")
+
+
 def _report_markdown(summary: dict, meta: dict) -> str:
     notes = [
         "", "- trajectory error: mean distance between the requested track and the same point followed "
         "through the generated video by pyramidal Lucas-Kanade (frames 1..T-1); ratio to static divides "
-        "by the error of a video that does not move (1.0 = the drag had no effect).",
+        "by the error of a video that does not move (1.0 = the drag had no effect); in brackets the 95% "
+        "bootstrap interval over clips (another draw of as many clips), not over the sampler's seed.",
         "- first-frame PSNR: the generated first frame against the given image.",
         "- text check: share of objects whose named colour is at their requested last position.",
         "- rows in italics are yardsticks, not generations: the true clip shows the tracker's own error; "
@@ -377,10 +399,26 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
     cases = scene_cases(int(count), seed, int(frames), tuple(size))
     rows = [evaluate_case(generate_fn, c, variants, reconstruct_fn, motion_region, redraw_fn)
             for c in tqdm(cases, desc="evaluating", unit="clip")]
-    summary = summarise(rows, variants)
+    return _write_report(out, rows, meta)
+
+
+def _write_report(out: Path, rows: list[dict], meta: dict) -> Path:
+    summary = summarise(rows, {name: VARIANTS[name] for name in meta["variants"]})
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.json", json.dumps({"summary": summary, "meta": meta, "clips": rows}) + "\n")
     plot_report(rows, summary, out / "report.png")
     atomic_write_text(out / "report.md", _report_markdown(summary, meta))
     print(markdown_table(summary))
     return out / "report.md"
+
+
+def rescore_report(out_dir: str | Path) -> Path:
+    """Rewrite a report folder's summary, report.md and report.png from the clips its report.json
+    holds (after a change to the summary), without generating anything again."""
+    path = Path(out_dir) / "report.json"
+    try:
+        data = json.loads(path.read_text())
+        rows, meta = data["clips"], data["meta"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{path} is not an evaluation report: {err}") from None
+    return _write_report(Path(out_dir), rows, meta)

@@ -8,7 +8,8 @@ import pytest
 
 from dragnuwa.data.synthetic import COLORS, render_clip
 from dragnuwa.errors import UserError
-from dragnuwa.evaluate import HELD_OUT_SEED, evaluate_case, scene_cases, run_evaluation
+from dragnuwa.evaluate import (HELD_OUT_SEED, evaluate_case, ratio_interval, rescore_report, run_evaluation,
+                               scene_cases)
 from dragnuwa.metrics import (TrackerConfig, first_frame_psnr, psnr, static_trajectory_error, text_accuracy,
                               text_check, track_points, trajectory_error)
 
@@ -136,6 +137,8 @@ def test_run_evaluation_with_ground_truth_and_static_generators(tmp_path):
     summary = data["summary"]
     assert summary["clips"] == 6 and len(data["clips"]) == 6
     assert summary["full"]["ratio_to_static"] < 0.12  # measured 0.05
+    lo, hi = summary["full"]["ratio_ci95"]
+    assert lo < summary["full"]["ratio_to_static"] < hi and hi < 0.2
     # The yardsticks: the true clip is what this generator returns; the first-frame "autoencoder" is static.
     yard = summary["yardsticks"]
     assert yard["true_clip"]["trajectory_error_px"] == summary["full"]["trajectory_error_px"]
@@ -212,3 +215,40 @@ def test_run_evaluation_without_ablations_and_bad_input(tmp_path):
     with pytest.raises(UserError, match=r"clip \d+ \(full\).*expected uint8"):
         run_evaluation(out_dir=tmp_path / "y", count=1, generate_fn=lambda i, t, x, d: i[None], frames=6)
     assert not (tmp_path / "y").exists()
+
+
+def test_ratio_interval_covers_the_true_ratio_and_narrows_with_more_clips():
+    rng = np.random.default_rng(0)
+
+    def clips(n):
+        static = rng.uniform(2, 12, n)
+        return 0.3 * static * rng.uniform(0.5, 1.5, n), static  # the true ratio is 0.3
+
+    lo, hi = ratio_interval(*clips(100))
+    assert lo < 0.3 < hi and 0.02 < hi - lo < 0.12, (lo, hi)  # measured 0.299-0.337
+    lo4, hi4 = ratio_interval(*clips(400))
+    assert lo4 < 0.3 < hi4 and (hi4 - lo4) < 0.6 * (hi - lo)  # 4x the clips: about half as wide
+    assert ratio_interval([1.0, 2.0], [2.0, 4.0]) == [0.5, 0.5]  # every resample has the same ratio
+
+
+def test_rescore_rewrites_a_report_from_its_clips(tmp_path):
+    def halfway(image, tracks, text, drop):  # the first frame shifted halfway along the first track
+        d = (tracks[0, -1] - tracks[0, 0]) / 2
+        shift = np.float32([[1, 0, d[0]], [0, 1, d[1]]])
+        moved = cv2.warpAffine(image, shift, image.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+        return np.stack([image] + [moved] * (tracks.shape[1] - 1))
+
+    run_evaluation(out_dir=tmp_path, count=3, ablations=False, generate_fn=halfway, size=(48, 40), frames=6)
+    path = tmp_path / "report.json"
+    before = json.loads(path.read_text())
+    stale = dict(before, summary={"clips": 3})
+    path.write_text(json.dumps(stale))
+    (tmp_path / "report.md").write_text("stale")
+    rescore_report(tmp_path)
+    after = json.loads(path.read_text())
+    assert after == before  # the same summary again, from the stored clips alone
+    assert "| full | " in (tmp_path / "report.md").read_text()
+    path.write_text("{}")
+    with pytest.raises(UserError, match="not an evaluation report"):
+        rescore_report(tmp_path)
+    assert path.read_text() == "{}"

@@ -1,0 +1,27 @@
+"""Rewrite evaluation reports (summary, report.md, report.png) from the clips their report.json holds.
+
+After a change to how `dragnuwa evaluate` summarises (e.g. the bootstrap intervals), the reports
+already written, such as docs/eval/, are brought up to date without generating anything again:
+
+    python scripts/rescore_eval.py docs/eval docs/eval/model_alone
+"""
+
+import argparse
+
+from dragnuwa.errors import UserError
+from dragnuwa.evaluate import rescore_report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", help="report folders written by `dragnuwa evaluate`")
+    args = parser.parse_args()
+    try:
+        for folder in args.folders:
+            print(rescore_report(folder))
+    except UserError as err:
+        raise SystemExit(f"error: {err}") from None
+
+
+if __name__ == "__main__":
+    main()
