@@ -198,21 +198,21 @@ def summarise(rows: list[dict], variants: dict = VARIANTS) -> dict:
     1 = no better than not moving), with its 95% bootstrap interval over clips."""
     statics = [r["static_error"] for r in rows]
     static = float(np.mean(statics))
+
+    def trajectory(errors: list[float]) -> dict:
+        err = float(np.mean(errors))
+        return {"trajectory_error_px": err, "ratio_to_static": err / max(static, 1e-9),
+                "ratio_ci95": ratio_interval(errors, statics)}
+
     out = {"clips": len(rows), "static_error_px": static}
     for name in variants:
-        errors = [r[name]["trajectory_error"] for r in rows]
-        err = float(np.mean(errors))
-        out[name] = {"trajectory_error_px": err, "ratio_to_static": err / max(static, 1e-9),
-                     "ratio_ci95": ratio_interval(errors, statics),
+        out[name] = {**trajectory([r[name]["trajectory_error"] for r in rows]),
                      "first_frame_psnr_db": float(np.mean([r[name]["first_frame_psnr"] for r in rows])),
                      "text_accuracy": float(np.mean([r[name]["text_ok"] for r in rows]))}
     yardsticks = {}
     for name in YARDSTICKS:
         if rows and all(f"{name}_error" in r for r in rows):
-            errors = [r[f"{name}_error"] for r in rows]
-            err = float(np.mean(errors))
-            yardsticks[name] = {"trajectory_error_px": err, "ratio_to_static": err / max(static, 1e-9),
-                                "ratio_ci95": ratio_interval(errors, statics)}
+            yardsticks[name] = trajectory([r[f"{name}_error"] for r in rows])
             if all(f"{name}_psnr" in r for r in rows):
                 yardsticks[name]["psnr_db"] = float(np.mean([r[f"{name}_psnr"] for r in rows]))
     if yardsticks:
@@ -399,11 +399,11 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
     cases = scene_cases(int(count), seed, int(frames), tuple(size))
     rows = [evaluate_case(generate_fn, c, variants, reconstruct_fn, motion_region, redraw_fn)
             for c in tqdm(cases, desc="evaluating", unit="clip")]
-    return _write_report(out, rows, meta)
+    return _write_report(out, rows, meta, variants)
 
 
-def _write_report(out: Path, rows: list[dict], meta: dict) -> Path:
-    summary = summarise(rows, {name: VARIANTS[name] for name in meta["variants"]})
+def _write_report(out: Path, rows: list[dict], meta: dict, variants: dict) -> Path:
+    summary = summarise(rows, variants)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.json", json.dumps({"summary": summary, "meta": meta, "clips": rows}) + "\n")
     plot_report(rows, summary, out / "report.png")
@@ -419,6 +419,7 @@ def rescore_report(out_dir: str | Path) -> Path:
     try:
         data = json.loads(path.read_text())
         rows, meta = data["clips"], data["meta"]
+        variants = {name: VARIANTS[name] for name in meta["variants"]}
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"{path} is not an evaluation report: {err}") from None
-    return _write_report(Path(out_dir), rows, meta)
+    return _write_report(Path(out_dir), rows, meta, variants)

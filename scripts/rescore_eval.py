@@ -7,6 +7,7 @@ already written, such as docs/eval/, are brought up to date without generating a
 """
 
 import argparse
+import sys
 
 from dragnuwa.errors import UserError
 from dragnuwa.evaluate import rescore_report
@@ -19,8 +20,9 @@ def main() -> None:
     try:
         for folder in args.folders:
             print(rescore_report(folder))
-    except UserError as err:
-        raise SystemExit(f"error: {err}") from None
+    except UserError as err:  # one line and exit code 2, as the dragnuwa commands do
+        print(f"rescore_eval: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

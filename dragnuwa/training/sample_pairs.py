@@ -36,9 +36,9 @@ def build_sample_pairs(model_path: str, clips: int, first_seed: int, steps: int,
                         "(sample_seed, sample_clips)") from None
     z, x = [], []
     for i, case in enumerate(tqdm(cases[start:], desc="sampling the decoder's pairs", unit="clip"), start):
-        start = 0.0 if i % FROM_NOISE_EVERY == 0 else None  # None: the model's default start
+        motion_init = 0.0 if i % FROM_NOISE_EVERY == 0 else None  # None: the model's default start
         res = pipe.generate(case.image, case.tracks, case.text, steps=steps, seed=i, paste_first=False,
-                            show_progress=False, motion_init=start)
+                            show_progress=False, motion_init=motion_init)
         z.append(res.latents.half())
         x.append(torch.from_numpy(case.frames))
     return {"z": torch.stack(z), "x": torch.stack(x)}
@@ -61,9 +61,7 @@ def load_or_build_sample_pairs(cache: Path, model_path: str, clips: int, first_s
         raise UserError(f"samples_from model not found: {model_path}")
     have = 0 if data is None else int(data["z"].shape[0])
     more = build_sample_pairs(model_path, clips, first_seed, steps, start=have)
-    if data is not None:
-        more = {k: torch.cat([data[k], more[k]]) for k in ("z", "x")}
-    data = more
+    data = more if data is None else {k: torch.cat([data[k], more[k]]) for k in ("z", "x")}
     data["key"] = str(key)
     with atomic_path(cache) as tmp:
         torch.save(data, tmp)
