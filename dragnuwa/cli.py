@@ -57,7 +57,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from dragnuwa import pipeline
 
     out = pipeline.generate_to_file(
-        image=args.image, tracks=args.tracks, flow=args.flow, text=args.text, out=args.out,
+        image=args.image, tracks=args.tracks, flow=args.flow, brush=args.brush, text=args.text, out=args.out,
         frames=args.frames, steps=args.steps, seed=args.seed, guidance=args.guidance,
         traj_guidance=args.traj_guidance, model=args.model, overlay=args.overlay, fit=args.fit,
         motion_init=args.motion_init, motion_region=args.motion_region, upscale=args.upscale,
@@ -141,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image", required=True, help="first frame (PNG/JPEG/...; any size)")
     motion = s.add_mutually_exclusive_group()
     motion.add_argument("--tracks", help="tracks JSON (see docs/tracks.md)")
-    motion.add_argument("--flow", help="dense motion file (.npy/.npz [T,2,H,W] or [T-1,H,W,2]): a motion brush")
+    motion.add_argument("--flow", help="dense motion file (.npy/.npz [T,2,H,W] or [T-1,H,W,2]) over the image")
+    s.add_argument("--brush", metavar="MASK", help="motion brush: an image of the painted regions (white on black, "
+                                                   "or a layer with transparency) that move along the --tracks "
+                                                   "starting in them")
     s.add_argument("--text", default="", help="text prompt")
     s.add_argument("--out", required=True, help="output video, .mp4 or .gif")
     s.add_argument("--frames", type=_positive_int, default=None, help="frames (model default)")

@@ -114,6 +114,23 @@ def paste_along_tracks(image: np.ndarray, tracks: np.ndarray, radius: float | No
         return out
     regions = [object_region(image, p[0], radius) if region == "object" else disc_region(H, W, p[0], radius)
                for p in moving]
+    return paste_regions(image, moving, regions, radius)
+
+
+def paste_regions(image: np.ndarray, tracks: np.ndarray, regions: list[np.ndarray],
+                  radius: float | None = None) -> np.ndarray:
+    """The first image ``uint8 [H, W, 3]`` with each ``regions[i]`` (``bool [H, W]``) translated along
+    ``tracks[i]`` (``[N, T, 2]``, offsets from its first point) over the image with every region cut
+    out and inpainted (reaching about ``radius`` px) -> ``uint8 [T, H, W, 3]``; later regions cover
+    earlier ones. The step :func:`paste_along_tracks` and the motion brush share."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    H, W = image.shape[:2]
+    tracks = np.asarray(tracks, np.float64)
+    T = tracks.shape[1]
+    radius = default_radius(H, W) if radius is None else float(radius)
+    out = np.repeat(image[None], T, axis=0)
+    if len(regions) == 0:
+        return out
     # The uncovered background: every moving region is cut out of the first image and inpainted
     # (Telea 2004, fast marching), which fills small holes from their border in one call.
     hole = np.any(regions, axis=0).astype(np.uint8) * 255
@@ -122,7 +139,7 @@ def paste_along_tracks(image: np.ndarray, tracks: np.ndarray, radius: float | No
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
     for t in range(1, T):
         frame = background.copy()
-        for p, inside in zip(moving, regions):
+        for p, inside in zip(tracks, regions):
             dx, dy = p[t] - p[0]
             # Backward map: the pixel at (x, y) shows the first image at (x - dx, y - dy); the region's
             # mask is moved the same way (bilinear, so its edge blends at sub-pixel shifts).
@@ -192,10 +209,13 @@ def _splat(tx: np.ndarray, ty: np.ndarray, colours: np.ndarray, select: np.ndarr
 
 
 def motion_animation(image: np.ndarray, tracks: np.ndarray, maps: np.ndarray | None = None,
-                     region: str = "disc") -> np.ndarray | None:
-    """What motion init starts from: the dense ``maps`` carried (:func:`carry_along_flow`) when given,
-    else the ``region`` ("disc" or "object") under each track pasted along it; None when nothing
-    moves (then sampling starts from noise)."""
+                     region: str = "disc", regions: list[np.ndarray] | None = None) -> np.ndarray | None:
+    """What motion init starts from: the given ``regions`` (a motion brush's, one per track) pasted
+    along ``tracks`` when given, else the dense ``maps`` carried (:func:`carry_along_flow`), else the
+    ``region`` ("disc" or "object") under each track pasted along it; None when nothing moves (then
+    sampling starts from noise)."""
+    if regions is not None:
+        return paste_regions(image, tracks, regions) if len(regions) else None
     if maps is not None:
         moves = np.abs(np.asarray(maps)).sum(axis=0).max() >= MIN_MOTION
         return carry_along_flow(image, maps) if moves else None

@@ -122,7 +122,8 @@ class Pipeline:
                  fit: str = "crop", progress: Callable[[int, int], None] | None = None,
                  sampler: str | None = None, show_progress: bool = True, drop: tuple[str, ...] = (),
                  paste_first: bool = True, motion_init: float | None = None,
-                 motion_region: str = "disc", start_video: np.ndarray | None = None) -> GenerationResult:
+                 motion_region: str = "disc", start_video: np.ndarray | None = None,
+                 brush=None) -> GenerationResult:
         """Generate a video (paper Sec. 3: text + image + trajectory). Same seed, same video.
 
         ``drop`` names conditions replaced by the null condition ("text", "image", "traj"), for
@@ -132,7 +133,9 @@ class Pipeline:
         the motion input and something that moves, so it is off when either is dropped.
         ``motion_region`` is what moves along each track in that animation: a "disc" around its
         start, or the "object" under it (GrabCut; docs/model_card.md has both measured).
-        ``start_video`` (uint8 ``[frames, H, W, 3]`` at the model's size) replaces that animation as
+        ``brush`` (a mask painted on the image: a file or an ``[H, W]`` / RGBA array) moves each painted
+        region along the tracks that start in it, as a dense motion input (``dragnuwa.motion_brush``);
+        motion init then moves exactly those pixels. ``start_video`` (uint8 ``[frames, H, W, 3]`` at the model's size) replaces that animation as
         the start, e.g. the true clip for the evaluation's yardstick of what the model's redraw from
         sigma ``motion_init`` costs (SDEdit of a given video).
         """
@@ -164,12 +167,20 @@ class Pipeline:
         src_h, src_w = img.shape[:2]
         fitted, transform = fit_image(img, (cfg.width, cfg.height), fit)
 
+        brushed, regions = None, None  # the motion brush's moving tracks and painted regions
         if flow is not None:
-            maps = self._motion_maps(flow, frames)
+            if brush is not None:
+                raise UserError("a brush moves painted regions along tracks: give it tracks, not a dense motion file")
+            maps = self._motion_maps(flow, frames, (src_w, src_h), fit)
             trk = np.zeros((0, frames, 2), np.float32)
         else:
             trk = self.prepare_tracks(tracks, (src_w, src_h), transform, frames)
-            maps = tracks_to_maps(trk, cfg.height, cfg.width)
+            if brush is not None:
+                maps, brushed, regions = self._brush(brush, tracks, trk, (src_w, src_h), fit)
+            else:
+                maps = tracks_to_maps(trk, cfg.height, cfg.width)
+        dense = flow is not None or brush is not None
+        moved = "brush" if brush is not None else "flow" if flow is not None else motion_region  # what motion init moves
 
         text_tok, text_mask = self.text_encoder.encode([text])
         first = to_tensor(fitted)[None]
@@ -196,7 +207,8 @@ class Pipeline:
                                 f"got {start_video.dtype} {start_video.shape} and motion_init {motion_init:g}")
             guide = start_video
         elif motion_init > 0 and not MOTION_INIT_NEEDS & set(drop):
-            guide = motion_animation(fitted, trk, maps if flow is not None else None, motion_region)
+            guide = motion_animation(fitted, trk if brushed is None else brushed, maps if dense else None,
+                                     motion_region, regions)
         if guide is not None:
             # SDEdit from the image moved along the motion input: its latents noised to sigma = motion_init.
             sigmas = start_at(sigmas, motion_init)
@@ -219,17 +231,36 @@ class Pipeline:
             out[0] = fitted  # the first frame is the given image (the paper conditions on it)
         info = {"seed": int(seed), "steps": steps, "frames": frames, "guidance": guidance,
                 "traj_guidance": traj_guidance, "motion_init": motion_init,
-                "motion_region": motion_region if motion_init else None, "sampler_steps": len(sigmas) - 1,
+                "motion_region": moved if motion_init else None, "sampler_steps": len(sigmas) - 1,
                 "seconds": round(time.time() - t0, 2),
                 "input_size": [src_w, src_h], "model_size": [cfg.width, cfg.height], "fit": fit,
-                "point_mapping": transform.describe(), "tracks": int(len(trk))}
+                "point_mapping": transform.describe(), "tracks": int(len(trk)),
+                "brush_regions": None if regions is None else len(regions)}
         return GenerationResult(out, trk, maps, fitted, info, latents[0])
 
-    def _motion_maps(self, flow, frames: int) -> np.ndarray:
-        """A dense motion input ("motion brush"): maps [T,2,H,W] or flow [T-1,H,W,2], any resolution."""
+    def _brush(self, brush, tracks, trk: np.ndarray, image_size: tuple[int, int],
+               fit: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """The motion brush (``dragnuwa.motion_brush``): a mask painted on the given image (path or
+        array) and the tracks -> dense maps at the model's resolution, and the moving tracks with
+        the painted region each one moves (what motion init pastes)."""
+        from dragnuwa.motion_brush import as_mask, brush_maps, brush_regions, fit_brush
+
+        if tracks is None:
+            raise UserError("a brush needs tracks: the drags say where the painted regions go")
+        mask = fit_brush(as_mask(brush), image_size, (self.cfg.width, self.cfg.height), fit)
+        moving, regions = brush_regions(mask, trk)
+        if not regions:
+            raise UserError("no track moves a painted region: start a drag inside what you painted")
+        return brush_maps(moving, regions), moving, regions
+
+    def _motion_maps(self, flow, frames: int, image_size: tuple[int, int], fit: str) -> np.ndarray:
+        """A dense motion input ("motion brush" file): maps [T,2,H,W] or flow [T-1,H,W,2] whose grid
+        covers the given image (``image_size=(W, H)``), as a tracks JSON's width and height do, at any
+        resolution -> maps at the model's resolution, cropped/padded exactly like the image."""
         import cv2
 
         from dragnuwa.trajectory import flow_to_maps
+        from dragnuwa.video import fit_image
 
         arr = _load_motion_file(flow) if isinstance(flow, (str, Path)) else np.asarray(flow, np.float32)
         if arr.ndim == 4 and arr.shape[-1] == 2:
@@ -239,10 +270,18 @@ class Pipeline:
         if arr.shape[0] != frames:
             raise UserError(f"motion has {arr.shape[0]} frames but {frames} frames are generated")
         H, W = arr.shape[2:]
-        sx, sy = self.cfg.width / W, self.cfg.height / H
-        out = np.stack([[cv2.resize(m[c], (self.cfg.width, self.cfg.height), interpolation=cv2.INTER_AREA)
-                         * (sx if c == 0 else sy) for c in (0, 1)] for m in arr])
-        return out.astype(np.float32)
+        # Stretch the grid to the image's aspect ratio (a field needs no more than 1024 px a side),
+        # then fit it like the image; displacements scale with each axis.
+        img_w, img_h = image_size
+        s = min(1.0, 1024 / max(img_w, img_h))
+        gw, gh = max(1, round(img_w * s)), max(1, round(img_h * s))
+        out = np.empty((frames, 2, self.cfg.height, self.cfg.width), np.float32)
+        for t in range(frames):
+            for c, grid_scale in ((0, gw / W), (1, gh / H)):
+                grid = cv2.resize(arr[t, c], (gw, gh), interpolation=cv2.INTER_AREA if gw < W else cv2.INTER_LINEAR)
+                fitted, transform = fit_image(grid * grid_scale, (self.cfg.width, self.cfg.height), fit)
+                out[t, c] = fitted * (transform.scale_x if c == 0 else transform.scale_y)
+        return out
 
 
 _PIPELINES: dict[str, Pipeline] = {}
@@ -263,7 +302,7 @@ def load_pipeline(model="bundled") -> Pipeline:
     return _PIPELINES[key]
 
 
-def generate_to_file(image, tracks=None, flow=None, text: str = "", out: str = "out.mp4", frames=None, steps=None,
+def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", out: str = "out.mp4", frames=None, steps=None,
                      seed: int = 0, guidance=None, traj_guidance=None, model="bundled", overlay=None,
                      fit: str = "crop", motion_init=None, motion_region: str = "disc", upscale: int = 1) -> Path:
     """`dragnuwa generate`: one video written atomically to ``out`` (.mp4 or .gif; + optional tracks
@@ -275,20 +314,30 @@ def generate_to_file(image, tracks=None, flow=None, text: str = "", out: str = "
         if path:
             check_video_path(path, what)
     check_upscale(upscale)
+    if brush is not None and tracks is None:
+        raise UserError("--brush needs --tracks: the drags say where the painted regions go")
     if tracks is None and flow is None:
         print("note: no --tracks or --flow given: the motion follows the text and image alone")
     pipe = load_pipeline(model)
     res = pipe.generate(image, tracks=tracks, text=text, frames=frames, steps=steps, seed=seed, guidance=guidance,
                         traj_guidance=traj_guidance, flow=flow, fit=fit, motion_init=motion_init,
-                        motion_region=motion_region)
+                        motion_region=motion_region, brush=brush)
     path, _ = write_outputs(res, out, overlay, pipe.cfg.fps, upscale)
-    i = res.info
-    print(f"image {i['input_size'][0]}x{i['input_size'][1]} -> {i['model_size'][0]}x{i['model_size'][1]} "
-          f"({i['fit']}); {i['point_mapping']}; {i['tracks']} tracks, {i['frames']} frames, "
-          f"{i['sampler_steps']} sampler steps" + (f" from motion init at sigma {i['motion_init']:g} ({i['motion_region']})"
-                                                   if i["motion_init"] else "") + f", {i['seconds']} s"
-          + (f"; written {upscale}x larger (bicubic)" if upscale > 1 else ""))
+    print(describe(res.info, upscale))
     return path
+
+
+def describe(info: dict, upscale: int = 1) -> str:
+    """One line on what a generation did: how the image and points were fitted, what moved, and how
+    sampling ran (``GenerationResult.info``)."""
+    i = info
+    parts = [f"image {i['input_size'][0]}x{i['input_size'][1]} -> {i['model_size'][0]}x{i['model_size'][1]} "
+             f"({i['fit']}); {i['point_mapping']}",
+             f"{i['tracks']} tracks" + (f" moving {i['brush_regions']} brushed regions" if i.get("brush_regions") else ""),
+             f"{i['frames']} frames, {i['sampler_steps']} sampler steps"
+             + (f" from motion init at sigma {i['motion_init']:g} ({i['motion_region']})" if i["motion_init"] else ""),
+             f"{i['seconds']} s" + (f"; written {upscale}x larger (bicubic)" if upscale > 1 else "")]
+    return parts[0] + "; " + ", ".join(parts[1:])
 
 
 def write_outputs(res, out, overlay=None, fps: float = 8.0, upscale: int = 1) -> tuple[Path, Path | None]:

@@ -39,6 +39,10 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path):
     from PIL import Image
 
     Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "img.png")
+    corner = np.zeros((32, 32), np.uint8)
+    corner[:5, :5] = 255
+    Image.fromarray(corner).save(tmp_path / "corner.png")
+    (tmp_path / "drag.json").write_text(json.dumps({"width": 32, "height": 32, "tracks": [[[16, 16], [24, 20]]]}))
     cases = [
         # Outputs that cannot be written are refused before any work (one line, not a traceback).
         ("tracks", video, "--out", str(tmp_path / "a_file" / "t.json")),
@@ -55,6 +59,13 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path):
         ("tracks", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "t.json")),
         ("tracks", str(tmp_path / "corrupt.mp4"), "--out", str(tmp_path / "t.json"), "--flow", "nope"),
         ("synth", str(tmp_path / "x"), "--frames", "1"),
+        # A brush says which pixels move along the drags: it needs drags, a readable mask and a drag in it.
+        ("generate", "--image", str(tmp_path / "img.png"), "--brush", str(tmp_path / "img.png"),
+         "--out", str(tmp_path / "v.mp4")),
+        ("generate", "--image", str(tmp_path / "img.png"), "--tracks", str(tmp_path / "drag.json"),
+         "--brush", str(tmp_path / "missing.png"), "--out", str(tmp_path / "v.mp4")),
+        ("generate", "--image", str(tmp_path / "img.png"), "--tracks", str(tmp_path / "drag.json"),
+         "--brush", str(tmp_path / "corner.png"), "--out", str(tmp_path / "v.mp4")),
     ]
     for args in cases:
         r = run(*args)
