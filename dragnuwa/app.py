@@ -51,6 +51,22 @@ def tracks_json(state: dict) -> dict:
     return {"width": int(w), "height": int(h), "tracks": [t for t in state["tracks"] if t]}
 
 
+def brush_mask(editor) -> np.ndarray | None:
+    """The motion brush painted in the editor (``{"background", "layers", "composite"}``, RGBA layers)
+    -> ``bool [H, W]`` where any layer is at least half opaque; None when nothing is painted."""
+    layers = [np.asarray(layer) for layer in (editor or {}).get("layers") or [] if layer is not None]
+    layers = [layer for layer in layers if layer.ndim == 3 and layer.shape[2] == 4]
+    if not layers or layers[0].size == 0:
+        return None
+    painted = np.any([layer[..., 3] >= 128 for layer in layers if layer.shape == layers[0].shape], axis=0)
+    return painted if painted.any() else None
+
+
+def brush_canvas(state: dict) -> dict | None:
+    """A fresh, unpainted brush editor over the current image."""
+    return None if state["image"] is None else {"background": state["image"], "layers": [], "composite": None}
+
+
 # ---------------------------------------------------------------- event handlers (pure functions of state)
 
 
@@ -113,18 +129,20 @@ def on_tracks_upload(file, state):
 def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, frames: int, steps: int, seed: int,
                    guidance: float, traj_guidance: float, progress=None,
                    motion_init: float | None = None, motion_region: str = "disc",
-                   upscale: int = 1) -> tuple[str, str, str, str]:
+                   upscale: int = 1, brush: np.ndarray | None = None) -> tuple[str, ...]:
     """Generate and write the video, the overlay, the tracks JSON and the video as a GIF (to share)
-    into a fresh folder -> their paths; the videos ``upscale`` times the model's size."""
+    into a fresh folder -> their paths; the videos ``upscale`` times the model's size. ``brush``: the
+    painted regions that move along the tracks (``bool [H, W]`` over the image) or None; when given,
+    it is written too (brush.png, white on black) and its path comes fifth."""
     from dragnuwa.pipeline import write_outputs
-    from dragnuwa.video import upscale as enlarge, write_video
     from dragnuwa.tracks_io import parse_tracks, save_tracks
+    from dragnuwa.video import upscale as enlarge, write_video
 
     ts = parse_tracks(tracks) if tracks and tracks.get("tracks") else None
     res = pipe.generate(image, ts, text or "", frames=int(frames), steps=int(steps), seed=int(seed),
                         guidance=float(guidance), traj_guidance=float(traj_guidance), progress=progress,
                         show_progress=False, motion_init=None if motion_init is None else float(motion_init),
-                        motion_region=motion_region)
+                        motion_region=motion_region, brush=brush)
     out = Path(tempfile.mkdtemp(prefix="dragnuwa_app_"))
     video, overlay = write_outputs(res, out / "dragnuwa.mp4", out / "dragnuwa_tracks.mp4", pipe.cfg.fps, upscale)
     tpath = out / "tracks.json"
@@ -133,7 +151,13 @@ def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, fram
     else:
         tpath.write_text(json.dumps({"width": image.shape[1], "height": image.shape[0], "tracks": []}))
     gif = write_video(out / "dragnuwa.gif", enlarge(res.frames, upscale), pipe.cfg.fps)
-    return str(video), str(overlay), str(tpath), str(gif)
+    paths = [str(video), str(overlay), str(tpath), str(gif)]
+    if brush is not None:  # the painting, to reuse with `dragnuwa generate --brush`
+        from PIL import Image
+
+        Image.fromarray(np.asarray(brush, np.uint8) * 255).save(out / "brush.png")
+        paths.append(str(out / "brush.png"))
+    return tuple(paths)
 
 
 def build_app(model="bundled"):
@@ -156,6 +180,13 @@ def build_app(model="bundled"):
                 raise gr.Error(str(e)) from None
         return wrapper
 
+    def with_fresh_brush(handler):
+        """A new image clears the brush: the handler's outputs plus an unpainted editor over it."""
+        def wrapper(*args):
+            out = handler(*args)
+            return (*out, brush_canvas(out[0]))
+        return wrapper
+
     def click(state, evt: gr.SelectData):
         x, y = evt.index
         return on_click(state, x, y)
@@ -169,16 +200,16 @@ def build_app(model="bundled"):
         state, _, _ = on_tracks_upload(str(ex["tracks"]), state)
         return state, _render(state), _summary(state), ex["prompt"].read_text().strip()
 
-    def generate(state, text, frames, steps, seed, guidance, traj_guidance, motion_init, motion_region,
+    def generate(state, text, frames, steps, seed, guidance, traj_guidance, motion_init, motion_region, editor,
                  progress=gr.Progress()):
         if state["image"] is None:
             raise gr.Error("Upload an image or pick an example first.")
         progress(0, desc="sampling")
-        video, overlay, tpath, gif = run_generation(
+        video, overlay, tpath, gif, *brush = run_generation(
             pipe, state["image"], tracks_json(state), text, frames, steps, seed, guidance, traj_guidance,
             progress=lambda i, n: progress(i / n, desc=f"sampling step {i}/{n}"), motion_init=motion_init,
-            motion_region=motion_region, upscale=VIEW_UPSCALE)
-        return video, overlay, [video, gif, tpath]
+            motion_region=motion_region, upscale=VIEW_UPSCALE, brush=brush_mask(editor))
+        return video, overlay, [video, gif, tpath, *brush]
 
     def generate_api(image_path, tracks_text, text, frames, steps, seed, guidance, traj_guidance):
         """API endpoint: an image file + a tracks JSON string -> (video, tracks JSON file)."""
@@ -212,6 +243,14 @@ def build_app(model="bundled"):
                     delete = gr.Button("Delete track")
                     reset = gr.Button("Reset")
                 tracks_file = gr.File(label="Upload tracks JSON", file_types=[".json"])
+                with gr.Accordion("Motion brush (optional)", open=False):
+                    gr.Markdown("Paint what moves: each painted region moves along the track that starts "
+                                "in it, as a whole (one stroke over two objects is split between their "
+                                "drags). Unpainted parts stay. Leave it empty for plain drags.")
+                    brush = gr.ImageEditor(value=brush_canvas(first), type="numpy", image_mode="RGBA",
+                                           sources=(), transforms=(), layers=False, label="Motion brush",
+                                           brush=gr.Brush(colors=["#ff3366"], color_mode="fixed"),
+                                           elem_id="brush")
             with gr.Column():
                 text = gr.Textbox(value=first_prompt, label="Prompt",
                                   placeholder="a red circle moves to the right on a brick wall")
@@ -232,16 +271,17 @@ def build_app(model="bundled"):
                 overlay = gr.Video(label="Video with tracks", autoplay=True, loop=True)
                 downloads = gr.File(label="Downloads (mp4, GIF, tracks JSON)", file_count="multiple")
         editing = [state, canvas, status]
-        upload.change(on_upload, [upload, state], editing, api_name=False)
+        upload.change(with_fresh_brush(on_upload), [upload, state], editing + [brush], api_name=False)
         canvas.select(click, [state], editing, api_name=False)
         new_track.click(on_new_track, [state], editing, api_name=False)
         undo.click(on_undo_point, [state], editing, api_name=False)
         delete.click(on_delete_track, [state], editing, api_name=False)
         reset.click(on_reset, [state], editing, api_name=False)
         tracks_file.upload(guarded(on_tracks_upload), [tracks_file, state], editing, api_name=False)
-        examples.change(guarded(pick_example), [examples, state], editing + [text], api_name=False)
+        examples.change(guarded(with_fresh_brush(pick_example)), [examples, state], editing + [text, brush],
+                        api_name=False)
         go.click(guarded(generate),
-                 [state, text, frames, steps, seed, guidance, traj_guidance, motion_init, motion_region],
+                 [state, text, frames, steps, seed, guidance, traj_guidance, motion_init, motion_region, brush],
                  [video, overlay, downloads], api_name=False)
         # Hidden API for scripts and tests (gradio_client): image file + tracks JSON text.
         api_in = [gr.File(visible=False), gr.Textbox(visible=False), gr.Textbox(visible=False),

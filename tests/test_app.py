@@ -119,3 +119,30 @@ def test_app_refuses_an_address_it_cannot_listen_on():
         check_address("127.0.0.1", 70000)
     with pytest.raises(UserError, match="cannot listen on host.invalid"):
         check_address("host.invalid", 7860)
+
+
+def test_the_ui_brush_moves_the_painted_region(tmp_path):
+    from dragnuwa.models.config import get_preset
+    from dragnuwa.models.dragnuwa import DragNUWA
+    from dragnuwa.pipeline import Pipeline
+
+    # The editor's value: the image as background, a transparent layer with a stroke on the object.
+    image = np.full((32, 32, 3), 60, np.uint8)
+    image[12:20, 8:16] = (230, 40, 40)
+    layer = np.zeros((32, 32, 4), np.uint8)
+    layer[12:20, 8:16] = (255, 51, 102, 255)
+    editor = {"background": image, "layers": [layer], "composite": None}
+    mask = app_mod.brush_mask(editor)
+    assert mask.sum() == 64 and mask[12:20, 8:16].all()
+    assert app_mod.brush_mask({"background": image, "layers": [np.zeros((32, 32, 4), np.uint8)]}) is None
+    assert app_mod.brush_mask(None) is None and app_mod.brush_mask(app_mod.brush_canvas({"image": image})) is None
+
+    torch.manual_seed(0)
+    pipe = Pipeline(DragNUWA(get_preset("tiny")))
+    tracks = {"width": 32, "height": 32, "tracks": [[[12, 16], [22, 16]]]}
+    paths = app_mod.run_generation(pipe, image, tracks, "", 4, 2, 0, 1.0, 1.0, motion_init=0.5, brush=mask)
+    assert len(paths) == 5 and paths[4].endswith("brush.png")
+    assert np.array_equal(np.asarray(Image.open(paths[4])) > 0, mask)  # reusable with `generate --brush`
+    with pytest.raises(UserError, match="outside every painted region"):
+        far = {"width": 32, "height": 32, "tracks": [[[28, 28], [30, 30]]]}
+        app_mod.run_generation(pipe, image, far, "", 4, 1, 0, 1.0, 1.0, brush=mask)
