@@ -218,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ablations", dest="ablations", action="store_false")
     s.add_argument("--motion-init", type=float, default=None, metavar="SIGMA",
                    help="sampler start (model default); when on, a no_motion_init row shows the model alone")
-    s.add_argument("--motion-region", choices=MOTION_REGIONS, default="disc",
-                   help="what motion init moves along each track (as in generate)")
+    s.add_argument("--motion-region", choices=MOTION_REGIONS + ("brush",), default="disc",
+                   help="what motion init moves along each track (as in generate); brush: each tracked "
+                        "object's true pixels painted as a motion brush (generate --brush)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("app", help="web UI: drag trajectories on an image, get the video")

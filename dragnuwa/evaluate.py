@@ -27,6 +27,9 @@ from dragnuwa.metrics import (first_frame_psnr, psnr, static_trajectory_error, t
                               text_check, track_points, trajectory_error)
 
 HELD_OUT_SEED = 1_000_000
+# ``motion_region`` for the evaluation only: each tracked object's true first-frame pixels painted as a
+# motion brush (dragnuwa.motion_brush), what a user who paints the objects gives.
+EVAL_BRUSH = "brush"
 TRAINING_SEEDS_END = 900_000  # configs/*.yaml: data.first_seed 0, count 900_000
 # Variant name -> conditions replaced by the null condition. "motion_init" is not a condition but the
 # sampler's start from the cut-and-paste animation (dragnuwa.motion_init): without it the row is the
@@ -61,6 +64,7 @@ class Case:
     tracks: np.ndarray  # [N, T, 2] requested: true centre paths of moving objects visible throughout
     colors: list[str]  # the colour word of each tracked object
     frames: np.ndarray | None = None  # uint8 [T, H, W, 3], the true clip (for the yardsticks)
+    objects: np.ndarray | None = None  # bool [H, W], the tracked objects' pixels in the first frame
 
 
 def scene_cases(count: int, first_seed: int, frames: int, size: tuple[int, int],
@@ -79,7 +83,8 @@ def scene_cases(count: int, first_seed: int, frames: int, size: tuple[int, int],
         keep = clip.visible.all(axis=1) & np.array([o["moving"] for o in clip.objects])
         if keep.any():
             cases.append(Case(seed, clip.frames[0], clip.caption, clip.tracks[keep],
-                              [o["color"] for o, k in zip(clip.objects, keep) if k], clip.frames))
+                              [o["color"] for o, k in zip(clip.objects, keep) if k], clip.frames,
+                              np.isin(clip.layers[0], np.flatnonzero(keep))))
         seed += 1
     return cases
 
@@ -91,18 +96,20 @@ def pipeline_generator(model="bundled", steps: int | None = None, seed: int = 0,
     reconstruct, redraw)``; ``reconstruct`` passes a video through the model's autoencoder, ``redraw``
     (None without motion init) samples it back from sigma ``motion_init`` as the generations do
     from the animation. ``motion_init`` None = the model's default; a ``drop`` naming "motion_init"
-    turns it off for that call; ``motion_region`` is what it moves along each track ("disc" or "object")."""
+    turns it off for that call; ``motion_region`` is what it moves along each track ("disc" or "object";
+    "brush": the ``brush`` mask ``generate`` is then called with, as a user's motion brush)."""
     from dragnuwa.pipeline import load_pipeline
 
     pipe = load_pipeline(model)
     cfg = pipe.cfg
 
-    def generate(image, tracks, text, drop):
+    def generate(image, tracks, text, drop, brush=None):
         start = 0.0 if "motion_init" in drop else motion_init
         # paste_first=False: the decoded first frame is scored, not the given image pasted over it.
         res = pipe.generate(image, tracks, text, frames=tracks.shape[1], steps=steps, seed=seed,
                             drop=tuple(d for d in drop if d != "motion_init"), paste_first=False,
-                            show_progress=False, motion_init=start, motion_region=motion_region)
+                            show_progress=False, motion_init=start, brush=brush,
+                            motion_region="disc" if motion_region == EVAL_BRUSH else motion_region)
         return res.frames
 
     def redraw(video, image, tracks, text):
@@ -145,7 +152,8 @@ def evaluate_case(generate: Generator | None, case: Case, variants: dict = VARIA
                   redraw: Redrawer | None = None) -> dict:
     """Metrics of one case for each variant (one generation per variant), and the yardsticks
     (with no variants, ``generate`` is not called: the yardsticks alone); ``motion_region`` is
-    what the motion-init yardstick cuts out along each track."""
+    what the motion-init yardstick cuts out along each track ("brush": the case's true objects,
+    also given to ``generate`` as its ``brush``)."""
     starts = case.tracks[:, 0]
     static = np.repeat(case.image[None], case.tracks.shape[1], axis=0)
     # The static yardstick goes through the same tracker (on identical frames it stays put exactly).
@@ -170,10 +178,17 @@ def evaluate_case(generate: Generator | None, case: Case, variants: dict = VARIA
     if reconstruct is not None:
         from dragnuwa.motion_init import paste_along_tracks
 
-        start = reconstruct(paste_along_tracks(case.image, case.tracks, region=motion_region))
+        if motion_region == EVAL_BRUSH:
+            from dragnuwa.motion_brush import brush_regions
+            from dragnuwa.motion_init import paste_regions
+
+            start = reconstruct(paste_regions(case.image, *brush_regions(case.objects, case.tracks)))
+        else:
+            start = reconstruct(paste_along_tracks(case.image, case.tracks, region=motion_region))
         row["animation_error"] = trajectory_error(case.tracks, track_points(start, starts))
     for name, drop in variants.items():
-        video = _checked_video(generate(case.image, case.tracks, case.text, drop), case, name)
+        brush = {"brush": case.objects} if motion_region == EVAL_BRUSH else {}
+        video = _checked_video(generate(case.image, case.tracks, case.text, drop, **brush), case, name)
         followed = track_points(video, starts)
         row[name] = {"trajectory_error": trajectory_error(case.tracks, followed),
                      "first_frame_psnr": first_frame_psnr(video, case.image),
@@ -299,7 +314,9 @@ def _start_note(summary: dict, meta: dict) -> str:
     image and the trajectory (``Pipeline.generate``), whether or not the ablations were run."""
     if not meta.get("motion_init"):
         return "- sampled from pure noise (no motion init), as in the paper."
-    region = "the object under each track" if meta.get("motion_region") == "object" else "a disc around each track"
+    region = {"object": "the object under each track",
+              EVAL_BRUSH: "each tracked object's true pixels, also given as a motion brush"}.get(
+        meta.get("motion_region"), "a disc around each track")
     note = (f"- sampled from sigma {meta['motion_init']:g}, starting from the image cut and pasted along the "
             f"tracks (motion init; {region})")
     from dragnuwa.pipeline import MOTION_INIT_NEEDS
@@ -363,7 +380,9 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
     redraw of the true clip of the yardsticks.
     ``motion_init``: the sampler's start (None = the model's default); when it is on, the
     ``no_motion_init`` row shows the model alone (an injected ``generate_fn`` then gets that drop);
-    ``motion_region`` ("disc" or "object") is what motion init moves along each track.
+    ``motion_region`` ("disc" or "object") is what motion init moves along each track; "brush"
+    paints each tracked object's true pixels as a motion brush instead (``generate_fn`` then gets
+    a ``brush`` keyword).
     """
     if int(count) < 1:
         raise UserError(f"--count must be at least 1, got {count}")
@@ -371,7 +390,8 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
         raise UserError(f"--steps must be at least 1, got {steps}")
     from dragnuwa.pipeline import check_motion_region
 
-    check_motion_region(motion_region)
+    if motion_region != EVAL_BRUSH:
+        check_motion_region(motion_region)
     out = Path(out_dir)
     check_output(out, folder=True, what="output folder")
     injected = generate_fn is not None

@@ -196,6 +196,27 @@ def test_the_cut_and_paste_animation_yardstick_follows_the_tracks():
     assert ratio < 0.15, ratio  # measured 0.03: the discs move with the tracks by construction
 
 
+def test_brush_evaluation_paints_the_tracked_objects(tmp_path):
+    cases = scene_cases(8, HELD_OUT_SEED, 14, (64, 64))
+    for c in cases:  # every track starts on its object's pixels, and only tracked objects are painted
+        cols, rows = np.floor(c.tracks[:, 0]).astype(int).T
+        assert c.objects[rows, cols].all() and 0 < c.objects.mean() < 0.5
+    rows = [evaluate_case(None, c, {}, lambda video: video, motion_region="brush") for c in cases]
+    ratio = np.mean([r["animation_error"] for r in rows]) / np.mean([r["static_error"] for r in rows])
+    assert ratio < 0.15, ratio  # the painted objects move with the tracks by construction
+
+    given = []
+
+    def static(image, tracks, text, drop, brush=None):
+        given.append(brush)
+        return np.repeat(image[None], tracks.shape[1], axis=0)
+
+    md = run_evaluation(out_dir=tmp_path, count=2, generate_fn=static, ablations=False, motion_init=1.0,
+                        motion_region="brush").read_text()
+    assert [g.shape for g in given] == [(64, 64)] * 2 and np.array_equal(given[0], cases[0].objects)
+    assert "each tracked object's true pixels, also given as a motion brush" in md
+
+
 def test_run_evaluation_without_ablations_and_bad_input(tmp_path):
     calls = []
 
