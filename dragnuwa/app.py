@@ -24,8 +24,13 @@ HELP = ("Click on the image to add points to the current track (drag path, first
         "**New track** starts another; a track with one point keeps that point still (an anchor).")
 
 
+# The motion brush's paint colour in the editor (any colour paints; the layer's alpha is the mask).
+BRUSH_RGB = (255, 51, 102)
+
+
 def _empty_state() -> dict:
-    return {"image": None, "tracks": [[]]}
+    # "brush": a bundled example's motion brush (bool [H, W]), shown painted when it is picked.
+    return {"image": None, "tracks": [[]], "brush": None}
 
 
 def _render(state: dict):
@@ -63,8 +68,15 @@ def brush_mask(editor) -> np.ndarray | None:
 
 
 def brush_canvas(state: dict) -> dict | None:
-    """A fresh, unpainted brush editor over the current image."""
-    return None if state["image"] is None else {"background": state["image"], "layers": [], "composite": None}
+    """A fresh brush editor over the current image: unpainted, or with the picked example's brush."""
+    if state["image"] is None:
+        return None
+    layers = []
+    if state.get("brush") is not None:
+        layer = np.zeros(state["brush"].shape + (4,), np.uint8)
+        layer[state["brush"]] = BRUSH_RGB + (255,)
+        layers.append(layer)
+    return {"background": state["image"], "layers": layers, "composite": None}
 
 
 # ---------------------------------------------------------------- event handlers (pure functions of state)
@@ -198,6 +210,10 @@ def build_app(model="bundled"):
         state = _empty_state()
         state["image"] = load_image(ex["image"])
         state, _, _ = on_tracks_upload(str(ex["tracks"]), state)
+        if "brush" in ex:
+            from dragnuwa.motion_brush import load_brush
+
+            state["brush"] = load_brush(ex["brush"])
         return state, _render(state), _summary(state), ex["prompt"].read_text().strip()
 
     def generate(state, text, frames, steps, seed, guidance, traj_guidance, motion_init, motion_region, editor,
@@ -249,7 +265,7 @@ def build_app(model="bundled"):
                                 "drags). Unpainted parts stay. Leave it empty for plain drags.")
                     brush = gr.ImageEditor(value=brush_canvas(first), type="numpy", image_mode="RGBA",
                                            sources=(), transforms=(), layers=False, label="Motion brush",
-                                           brush=gr.Brush(colors=["#ff3366"], color_mode="fixed"),
+                                           brush=gr.Brush(colors=["#%02x%02x%02x" % BRUSH_RGB], color_mode="fixed"),
                                            elem_id="brush")
             with gr.Column():
                 text = gr.Textbox(value=first_prompt, label="Prompt",

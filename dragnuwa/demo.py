@@ -15,12 +15,15 @@ EXAMPLES_DIR = Path(__file__).parent / "assets" / "examples"
 
 
 def example_paths(name: str = "demo") -> dict[str, Path]:
-    """Paths of a bundled example: ``image`` (PNG), ``tracks`` (JSON), ``prompt`` (text)."""
+    """Paths of a bundled example: ``image`` (PNG), ``tracks`` (JSON), ``prompt`` (text), and
+    ``brush`` (a motion brush mask, PNG) for the examples that have one."""
     folder = EXAMPLES_DIR / name
     paths = {"image": folder / "image.png", "tracks": folder / "tracks.json", "prompt": folder / "prompt.txt"}
     missing = [str(p) for p in paths.values() if not p.is_file()]
     if missing:
         raise UserError(f"bundled example {name!r} is incomplete: missing {', '.join(missing)}")
+    if (folder / "brush.png").is_file():
+        paths["brush"] = folder / "brush.png"
     return paths
 
 

@@ -133,9 +133,10 @@ class Pipeline:
         the motion input and something that moves, so it is off when either is dropped.
         ``motion_region`` is what moves along each track in that animation: a "disc" around its
         start, or the "object" under it (GrabCut; docs/model_card.md has both measured).
-        ``brush`` (a mask painted on the image: a file or an ``[H, W]`` / RGBA array) moves each painted
-        region along the tracks that start in it, as a dense motion input (``dragnuwa.motion_brush``);
-        motion init then moves exactly those pixels. ``start_video`` (uint8 ``[frames, H, W, 3]`` at the model's size) replaces that animation as
+        ``brush`` (a mask painted on the image: a file or an ``[H, W]`` / RGBA array) moves each
+        painted region along the track that starts in it, as a dense motion input
+        (``dragnuwa.motion_brush``); motion init then moves exactly those pixels.
+        ``start_video`` (uint8 ``[frames, H, W, 3]`` at the model's size) replaces that animation as
         the start, e.g. the true clip for the evaluation's yardstick of what the model's redraw from
         sigma ``motion_init`` costs (SDEdit of a given video).
         """
@@ -170,7 +171,8 @@ class Pipeline:
         brushed, regions = None, None  # the motion brush's moving tracks and painted regions
         if flow is not None:
             if brush is not None:
-                raise UserError("a brush moves painted regions along tracks: give it tracks, not a dense motion file")
+                raise UserError("a brush moves painted regions along tracks: give it tracks, "
+                                "not a dense motion file")
             maps = self._motion_maps(flow, frames, (src_w, src_h), fit)
             trk = np.zeros((0, frames, 2), np.float32)
         else:
@@ -180,7 +182,8 @@ class Pipeline:
             else:
                 maps = tracks_to_maps(trk, cfg.height, cfg.width)
         dense = flow is not None or brush is not None
-        moved = "brush" if brush is not None else "flow" if flow is not None else motion_region  # what motion init moves
+        # What motion init moves: the painted regions, the dense field, or a region under each track.
+        moved = "brush" if brush is not None else "flow" if flow is not None else motion_region
 
         text_tok, text_mask = self.text_encoder.encode([text])
         first = to_tensor(fitted)[None]
@@ -254,7 +257,7 @@ class Pipeline:
         return brush_maps(moving, regions), moving, regions
 
     def _motion_maps(self, flow, frames: int, image_size: tuple[int, int], fit: str) -> np.ndarray:
-        """A dense motion input ("motion brush" file): maps [T,2,H,W] or flow [T-1,H,W,2] whose grid
+        """A dense motion field (``--flow``): maps [T,2,H,W] or flow [T-1,H,W,2] whose grid
         covers the given image (``image_size=(W, H)``), as a tracks JSON's width and height do, at any
         resolution -> maps at the model's resolution, cropped/padded exactly like the image."""
         import cv2
@@ -302,8 +305,8 @@ def load_pipeline(model="bundled") -> Pipeline:
     return _PIPELINES[key]
 
 
-def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", out: str = "out.mp4", frames=None, steps=None,
-                     seed: int = 0, guidance=None, traj_guidance=None, model="bundled", overlay=None,
+def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", out: str = "out.mp4", frames=None,
+                     steps=None, seed: int = 0, guidance=None, traj_guidance=None, model="bundled", overlay=None,
                      fit: str = "crop", motion_init=None, motion_region: str = "disc", upscale: int = 1) -> Path:
     """`dragnuwa generate`: one video written atomically to ``out`` (.mp4 or .gif; + optional tracks
     overlay), ``upscale`` times the model's size."""
@@ -333,7 +336,8 @@ def describe(info: dict, upscale: int = 1) -> str:
     i = info
     parts = [f"image {i['input_size'][0]}x{i['input_size'][1]} -> {i['model_size'][0]}x{i['model_size'][1]} "
              f"({i['fit']}); {i['point_mapping']}",
-             f"{i['tracks']} tracks" + (f" moving {i['brush_regions']} brushed regions" if i.get("brush_regions") else ""),
+             f"{i['tracks']} tracks"
+             + (f" moving {i['brush_regions']} brushed regions" if i.get("brush_regions") else ""),
              f"{i['frames']} frames, {i['sampler_steps']} sampler steps"
              + (f" from motion init at sigma {i['motion_init']:g} ({i['motion_region']})" if i["motion_init"] else ""),
              f"{i['seconds']} s" + (f"; written {upscale}x larger (bicubic)" if upscale > 1 else "")]

@@ -17,7 +17,7 @@ import numpy as np
 from dragnuwa.errors import UserError
 from dragnuwa.video import read_video, write_video
 
-NAMES = ("demo", "multi_object", "anchor", "curved_path", "camera_pan")
+NAMES = ("demo", "multi_object", "brush", "anchor", "curved_path", "camera_pan")
 LABEL = 18  # px of the name strip above each video
 
 

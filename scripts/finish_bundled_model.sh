@@ -15,9 +15,11 @@ motion_init=${6:-}
 python scripts/export_model.py "$src" ${ae:+--autoencoder "$ae"} ${traj_guidance:+--traj-guidance "$traj_guidance"} \
   ${motion_init:+--motion-init "$motion_init"}
 mkdir -p examples
-for name in demo multi_object anchor curved_path camera_pan; do
+for name in demo multi_object anchor curved_path camera_pan brush; do
   ex=dragnuwa/assets/examples/$name
-  dragnuwa generate --image $ex/image.png --tracks $ex/tracks.json --text "$(cat $ex/prompt.txt)" \
+  brush=()
+  [ -f $ex/brush.png ] && brush=(--brush $ex/brush.png)
+  dragnuwa generate --image $ex/image.png --tracks $ex/tracks.json --text "$(cat $ex/prompt.txt)" "${brush[@]}" \
     --out examples/$name.mp4 --overlay examples/${name}_tracks.mp4 --upscale 4
 done
 python scripts/examples_gif.py  # docs/examples.gif, shown in the README

@@ -1,10 +1,13 @@
-"""Build the bundled examples (image.png, tracks.json, prompt.txt) from held-out procedural scenes.
+"""Build the bundled examples (image.png, tracks.json, prompt.txt; brush.png for the motion brush's)
+from held-out procedural scenes.
 
-    python scripts/make_examples.py [--out dragnuwa/assets/examples] [--size 256]
+    python scripts/make_examples.py [--out dragnuwa/assets/examples] [--size 256] [--only-brush]
 
 Each example is the first frame of a held-out scene (seeds >= 3_000_000, never used in training)
 with tracks a user could have drawn: the objects' true paths, reduced to a few clicks.
-Images are written at --size (the pipeline fits them to the model's resolution).
+Images are written at --size (the pipeline fits them to the model's resolution). The scene renderer
+has changed since the shipped examples were made (rotation and scale words in the captions), so a
+full rebuild changes them: `--only-brush` adds the brush example to the shipped ones.
 """
 
 from __future__ import annotations
@@ -41,6 +44,36 @@ def moving_dirs(clip):
     return [np.diff(t[[0, -1]], axis=0)[0] for t, o in zip(clip.tracks, clip.objects) if o["moving"]]
 
 
+def painted(image: np.ndarray, tracks: list, reach: int) -> np.ndarray:
+    """A motion brush as a user paints it, from the image alone: the object under each moving track's
+    start (``motion_init.object_region``, GrabCut) with a margin of ``reach`` px, as a brush stroke
+    is rough -> ``uint8 [H, W]``, white where painted."""
+    import cv2
+
+    from dragnuwa.motion_init import default_radius, object_region
+
+    H, W = image.shape[:2]
+    mask = np.zeros((H, W), np.uint8)
+    for track in tracks:
+        if len(track) > 1:
+            mask[object_region(image, track[0], default_radius(H, W))] = 255
+    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
+
+
+def brush_example(out: Path, size: int) -> None:
+    """The multi_object example with a motion brush: both touching objects painted in one stroke,
+    each moved whole by its own drag (a disc cuts the striped ball in two)."""
+    src, folder = out / "multi_object", out / "brush"
+    folder.mkdir(parents=True, exist_ok=True)
+    image = np.asarray(Image.open(src / "image.png").convert("RGB"))
+    tracks = json.loads((src / "tracks.json").read_text())["tracks"]
+    Image.fromarray(image).save(folder / "image.png")
+    Image.fromarray(painted(image, tracks, round(3 * size / 256))).save(folder / "brush.png")
+    for name in ("tracks.json", "prompt.txt"):
+        atomic_write_text(folder / name, (src / name).read_text())
+    print("brush: multi_object with brush.png")
+
+
 def write(out: Path, name: str, clip, tracks: list, prompt: str, size: int) -> None:
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,8 +88,12 @@ def main() -> None:
     ap.add_argument("--out", default="dragnuwa/assets/examples")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--frames", type=int, default=14)
+    ap.add_argument("--only-brush", action="store_true",
+                    help="only (re)build the brush example from the multi_object example already there")
     args = ap.parse_args()
     out, S, T = Path(args.out), args.size, args.frames
+    if args.only_brush:
+        return brush_example(out, S)
 
     def visible(clip):
         return clip.visible.all(axis=1)
@@ -74,6 +111,7 @@ def main() -> None:
                 and min(np.linalg.norm(x) for x in d) > 0.15 * S and np.dot(d[0], d[1]) < 0)
     c = find(opposite, T, S)
     write(out, "multi_object", c, [clicks(t) for t in c.tracks], c.caption, S)
+    brush_example(out, S)
 
     # A still anchor: one object moves, another is pinned with a one-point track.
     c = find(lambda c, S: c.camera["kind"] == "static" and visible(c).all() and len(c.objects) >= 2

@@ -136,6 +136,9 @@ def test_the_ui_brush_moves_the_painted_region(tmp_path):
     assert mask.sum() == 64 and mask[12:20, 8:16].all()
     assert app_mod.brush_mask({"background": image, "layers": [np.zeros((32, 32, 4), np.uint8)]}) is None
     assert app_mod.brush_mask(None) is None and app_mod.brush_mask(app_mod.brush_canvas({"image": image})) is None
+    # A bundled example's brush is shown painted in the editor, and read back from it unchanged.
+    shown = app_mod.brush_canvas({"image": image, "brush": mask})
+    assert np.array_equal(app_mod.brush_mask(shown), mask) and np.array_equal(shown["background"], image)
 
     torch.manual_seed(0)
     pipe = Pipeline(DragNUWA(get_preset("tiny")))

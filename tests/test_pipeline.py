@@ -68,7 +68,8 @@ def test_dense_motion_input(pipe):
     flow[..., 0] = 2.0
     res = pipe.generate(_img(), flow=flow, frames=4, steps=1, show_progress=False)
     # The 20x20 grid covers the 64x40 image (2 px = 6.4 image px), then is cropped like it (x0.8 -> 51 px wide).
-    assert res.maps.shape == (4, 2, 32, 32) and res.maps[1, 0].mean() == pytest.approx(2.0 * 64 / 20 * 51 / 64, rel=1e-3)
+    assert res.maps.shape == (4, 2, 32, 32)
+    assert res.maps[1, 0].mean() == pytest.approx(2.0 * 64 / 20 * 51 / 64, rel=1e-3)
     with pytest.raises(UserError, match="frames"):
         pipe.generate(_img(), flow=flow, frames=6, steps=1, show_progress=False)
 
