@@ -71,12 +71,11 @@ def brush_canvas(state: dict) -> dict | None:
     """A fresh brush editor over the current image: unpainted, or with the picked example's brush."""
     if state["image"] is None:
         return None
-    layers = []
+    # One transparent layer the size of the image to paint on (the editor draws into its layers).
+    layer = np.zeros(state["image"].shape[:2] + (4,), np.uint8)
     if state.get("brush") is not None:
-        layer = np.zeros(state["brush"].shape + (4,), np.uint8)
         layer[state["brush"]] = BRUSH_RGB + (255,)
-        layers.append(layer)
-    return {"background": state["image"], "layers": layers, "composite": None}
+    return {"background": state["image"], "layers": [layer], "composite": None}
 
 
 # ---------------------------------------------------------------- event handlers (pure functions of state)

@@ -1,4 +1,4 @@
-"""The web UI in a real browser: headless Chromium renders the page (image and controls)."""
+"""The web UI in a real browser: headless Chromium renders the page, and (driven by playwright) paints a motion brush."""
 
 import shutil
 import socket
@@ -44,3 +44,63 @@ def test_page_renders_image_and_controls(tmp_path):
 
     img = np.asarray(Image.open(shot).convert("RGB"))
     assert img.shape[0] > 500 and img.std() > 10  # not a blank page
+
+
+def _playwright():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - the test extras install it
+        return None
+    return sync_playwright
+
+
+@pytest.mark.skipif(CHROMIUM is None or _playwright() is None, reason="needs Debian's chromium and playwright")
+def test_painting_the_motion_brush_in_the_page_moves_what_was_painted():
+    """Drive the page as a user: open the motion brush, paint a stroke over the dragged square of the
+    demo example, press Generate. The server must receive the stroke where it was painted, in the
+    image's pixels (brush.png comes back with the downloads)."""
+    from PIL import Image
+
+    from dragnuwa import app as app_mod
+    from dragnuwa.models.config import get_preset
+    from dragnuwa.models.dragnuwa import DragNUWA
+
+    torch.manual_seed(0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = app_mod.launch(host="127.0.0.1", port=port, model=DragNUWA(get_preset("tiny")), block=False)
+    start = (187.4, 170.3)  # the demo's drag starts on the green square (256 x 256 image)
+    try:
+        with _playwright()() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1280, "height": 2000})  # the editor within the view
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.get_by_text("Motion brush (optional)").click()
+            editor = page.locator("#brush")
+            editor.get_by_role("button", name="Brush", exact=True).click()
+            # The image is drawn centred in the editor's canvas; read its on-screen scale from the zoom label.
+            box = editor.locator("canvas").first.bounding_box()
+            zoom = float(editor.get_by_text("%").first.inner_text().strip("% ")) / 100
+            x = box["x"] + box["width"] / 2 + (start[0] - 128) * zoom
+            y = box["y"] + box["height"] / 2 + (start[1] - 128) * zoom
+            page.mouse.move(x - 8, y - 8)
+            page.mouse.down()
+            for dx, dy in ((8, -8), (8, 8), (-8, 8), (0, 0)):
+                page.mouse.move(x + dx, y + dy, steps=5)
+            page.mouse.up()
+            page.get_by_role("button", name="Generate").click()
+            page.wait_for_selector("video", timeout=120_000)
+            link = page.locator("a[href*='brush.png']").first
+            link.wait_for(state="attached", timeout=60_000)
+            href = link.get_attribute("href")
+            browser.close()
+    finally:
+        demo.close()
+    path = href.split("/file=")[-1]
+    mask = np.asarray(Image.open(path)) > 0
+    ys, xs = np.nonzero(mask)
+    assert mask.shape == (256, 256)
+    # The stroke (16 px of mouse path plus the brush's width) lies around the drag's start.
+    assert abs(xs.mean() - start[0]) < 8 and abs(ys.mean() - start[1]) < 8, (xs.mean(), ys.mean())
+    assert 100 < mask.sum() < 12_000
