@@ -1,7 +1,7 @@
 """Seconds and peak memory of `dragnuwa generate` on CPU with the bundled model.
 
     python benchmarks/bench_generate.py [--model bundled --frames 14 --steps N --repeat 3 --motion-init 0 1
-                                           --motion-region disc object]
+                                           --motion-region disc object brush]
 
 Target: a 14-frame video at the bundled resolution with the default steps in under 20 s on 2 cores.
 """
@@ -25,8 +25,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--motion-init", type=float, nargs="+", default=[None],
                     help="sampler starts to time (default: the model's; 0 = from pure noise, all steps)")
-    ap.add_argument("--motion-region", nargs="+", default=["disc"], choices=MOTION_REGIONS,
-                    help="what motion init moves along each track (timed for each start above 0)")
+    ap.add_argument("--motion-region", nargs="+", default=["disc"], choices=MOTION_REGIONS + ("brush",),
+                    help="what motion init moves along each track (timed for each start above 0); brush: the "
+                         "brush example with its painted mask (generate --brush)")
     args = ap.parse_args()
 
     import torch
@@ -36,7 +37,6 @@ def main() -> None:
 
     t = time.perf_counter()
     pipe = load_pipeline(args.model)
-    ex = example_paths("demo")
     pipe.text_encoder.encode(["warm-up"])
     load_s = time.perf_counter() - t
     cfg = pipe.cfg
@@ -46,11 +46,13 @@ def main() -> None:
     runs = [(start, region) for start in args.motion_init for region in args.motion_region]
     for start, region in dict.fromkeys((s, r if s != 0 else "disc") for s, r in runs):  # the region needs a start
         times = []
+        ex = example_paths("brush" if region == "brush" else "demo")
+        brush = {"brush": str(ex["brush"]), "motion_region": "disc"} if region == "brush" else {"motion_region": region}
         for i in range(args.repeat):
             t = time.perf_counter()
             res = pipe.generate(str(ex["image"]), str(ex["tracks"]), ex["prompt"].read_text().strip(),
                                 frames=args.frames, steps=args.steps, seed=i, show_progress=False, motion_init=start,
-                                motion_region=region)
+                                **brush)
             times.append(time.perf_counter() - t)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
         where = f" ({res.info['motion_region']})" if res.info["motion_region"] else ""
