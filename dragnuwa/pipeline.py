@@ -35,6 +35,8 @@ class GenerationResult:
     image: np.ndarray  # the fitted first image, uint8 [H, W, 3]
     info: dict = field(default_factory=dict)
     latents: torch.Tensor | None = None  # what was decoded, [T, C, h, w] (the decoder's training pairs)
+    # A motion brush's moving tracks [M, T, 2] and the painted region bool [H, W] each one moves.
+    brush: tuple[np.ndarray, list[np.ndarray]] | None = None
 
 
 def _load_motion_file(path: str | Path) -> np.ndarray:
@@ -239,7 +241,8 @@ class Pipeline:
                 "input_size": [src_w, src_h], "model_size": [cfg.width, cfg.height], "fit": fit,
                 "point_mapping": transform.describe(), "tracks": int(len(trk)),
                 "brush_regions": None if regions is None else len(regions)}
-        return GenerationResult(out, trk, maps, fitted, info, latents[0])
+        return GenerationResult(out, trk, maps, fitted, info, latents[0],
+                                None if regions is None else (brushed, regions))
 
     def _brush(self, brush, tracks, trk: np.ndarray, image_size: tuple[int, int],
                fit: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -345,12 +348,17 @@ def describe(info: dict, upscale: int = 1) -> str:
 
 
 def write_outputs(res, out, overlay=None, fps: float = 8.0, upscale: int = 1) -> tuple[Path, Path | None]:
-    """Write a generation's video, and optionally its tracks overlay, ``upscale`` times the model's
-    size (bicubic; the tracks are drawn at the larger size, so they stay thin), each atomically."""
+    """Write a generation's video, and optionally its tracks overlay (with a motion brush's regions
+    outlined), ``upscale`` times the model's size (bicubic; the tracks are drawn at the larger size,
+    so they stay thin), each atomically."""
     from dragnuwa.video import upscale as enlarge, write_video
-    from dragnuwa.viz import draw_tracks
+    from dragnuwa.viz import draw_regions, draw_tracks
 
     frames = enlarge(res.frames, upscale)
     path = write_video(out, frames, fps)
-    drawn = write_video(overlay, draw_tracks(frames, np.asarray(res.tracks) * upscale), fps) if overlay else None
+    drawn = None
+    if overlay:
+        brush = getattr(res, "brush", None)  # any object with frames and tracks will do
+        marked = frames if brush is None else draw_regions(frames, brush[0] * upscale, brush[1], upscale)
+        drawn = write_video(overlay, draw_tracks(marked, np.asarray(res.tracks) * upscale), fps)
     return path, drawn

@@ -61,3 +61,20 @@ def draw_tracks(frames: np.ndarray, tracks: np.ndarray, tail: int = 8) -> np.nda
                     cv2.line(img, _pt(track[s]), _pt(track[s + 1]), c, scale, cv2.LINE_AA, shift=4)
             cv2.circle(img, _pt(track[ti]), 2 * scale << 4, color, -1, cv2.LINE_AA, shift=4)
     return out
+
+
+def draw_regions(frames: np.ndarray, tracks: np.ndarray, regions: list[np.ndarray], scale: float = 1.0) -> np.ndarray:
+    """Outline each painted region (a motion brush's, ``bool [h, w]`` at the model's size) on
+    ``uint8 [T, H, W, 3]`` frames ``scale`` times that size, moved along its track (``[N, T, 2]``, in
+    the frames' pixels): what the brush asked to move, where it should be in each frame."""
+    out = frames.copy()
+    width = max(1, round(max(frames.shape[1:3]) / 256))
+    for track, region in zip(np.asarray(tracks, np.float64), regions):
+        contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        # The centres of the region's edge pixels, in the frames' pixels, relative to the track's start.
+        shapes = [(c[:, 0, :].astype(np.float64) + 0.5) * scale - track[0] for c in contours]
+        for t in range(len(frames)):
+            ti = min(t, len(track) - 1)
+            polys = [np.round((shape + track[ti]) * 16).astype(np.int32) for shape in shapes]
+            cv2.polylines(out[t], polys, True, (255, 255, 255), width, cv2.LINE_AA, shift=4)
+    return out

@@ -189,3 +189,16 @@ def test_brush_example_moves_each_touching_object_whole():
     # Measured: the disc leaves 3.7 orange px a frame on the diamond, the brush 0.0; the ball keeps ~68.
     assert orange["brush"][0] < 1.0 < 2.0 < orange["disc"][0], orange
     assert orange["brush"][1] > 0.9 * orange["disc"][1] > 40, orange
+
+
+def test_overlay_outlines_the_painted_region_where_it_should_be():
+    from dragnuwa.viz import draw_regions
+
+    region = np.zeros((24, 24), bool)
+    region[4:8, 4:8] = True  # the outline joins its edge pixels' centres, 4.5..7.5 at the model's size
+    tracks = np.array([[[12.0, 12.0], [32.0, 12.0]]])  # in the 2x frames' pixels: 10 px right at the model's size
+    out = draw_regions(np.zeros((2, 48, 48, 3), np.uint8), tracks, [region], scale=2)
+    for t, shift in ((0, 0), (1, 20)):
+        ys, xs = np.nonzero(out[t, ..., 0] > 100)
+        assert abs(xs.min() - (9 + shift)) <= 1 and abs(xs.max() - (15 + shift)) <= 1, (t, xs.min(), xs.max())
+        assert abs(ys.min() - 9) <= 1 and abs(ys.max() - 15) <= 1
