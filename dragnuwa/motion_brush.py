@@ -23,22 +23,9 @@ from dragnuwa.motion_init import MIN_MOTION
 def load_brush(path: str | Path) -> np.ndarray:
     """A brush mask file -> ``bool [H, W]`` (:func:`as_mask` reads it): white on black, or a painted
     layer with transparency exported from an editor. A missing file or a non-image is a ``UserError``."""
-    from PIL import Image, UnidentifiedImageError
+    from dragnuwa.video import read_image
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"brush mask not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                arr = np.asarray(im, np.float32)
-                arr = arr / (65535.0 if arr.max() > 255 else 255.0)
-            else:
-                arr = np.asarray(im.convert("RGBA" if im.mode in ("P", "PA", "LA", "RGBA") else "L"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise UserError(f"not a readable brush mask: {path} ({e.__class__.__name__})") from None
-    return as_mask(arr, str(path))
+    return as_mask(read_image(path, "brush mask"), str(path))
 
 
 def as_mask(brush, name: str = "the brush mask") -> np.ndarray:

@@ -207,31 +207,39 @@ def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
     return np.stack([cv2.resize(f, (w * factor, h * factor), interpolation=cv2.INTER_CUBIC) for f in frames])
 
 
+def read_image(path: str | Path, what: str = "image") -> np.ndarray:
+    """Decode an image file as it is: ``uint8 [H, W]`` greyscale (16-bit scaled to 8-bit),
+    ``[H, W, 4]`` when it has transparency (palette images expanded) or ``[H, W, 3]`` RGB. A missing
+    file or a non-image raises ``UserError`` naming ``what`` it was meant to be."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                arr = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if arr.max() > 255 else 255.0
+                return np.clip(arr / top * 255.0, 0, 255).round().astype(np.uint8)
+            if im.mode in ("P", "RGBA", "LA", "PA"):
+                return np.asarray(im.convert("RGBA"), dtype=np.uint8).copy()
+            return np.asarray(im.convert("L" if im.mode in ("L", "1") else "RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise UserError(f"not a readable {what}: {path} ({e.__class__.__name__})") from None
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image as ``uint8 [H, W, 3]`` RGB.
 
     RGBA / LA are composited on white, greyscale becomes RGB, 16-bit is scaled to 8-bit,
     palette images are expanded. A missing file or a non-image raises ``UserError``.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                top = 65535.0 if arr.max() > 255 else 255.0
-                arr = np.clip(arr / top * 255.0, 0, 255).round().astype(np.uint8)
-                return np.repeat(arr[..., None], 3, axis=2)
-            if im.mode == "P":
-                im = im.convert("RGBA")
-            if im.mode in ("RGBA", "LA", "PA"):
-                rgba = im.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(white, rgba)
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise UserError(f"not a readable image: {path} ({e.__class__.__name__})") from None
+    arr = read_image(path)
+    if arr.ndim == 2:
+        return np.repeat(arr[..., None], 3, axis=2)
+    if arr.shape[2] == 4:
+        alpha = arr[..., 3:].astype(np.float64) / 255.0
+        return np.clip(arr[..., :3] * alpha + 255.0 * (1 - alpha) + 0.5, 0, 255).astype(np.uint8)
+    return arr
