@@ -1,6 +1,6 @@
 """Screenshot of the web UI after a generation (docs/screenshot_app.png).
 
-    pip install playwright   # the Python driver only; it uses Debian's /usr/bin/chromium
+    # playwright comes with the test extras (pip install -e ".[test]"); it drives Debian's /usr/bin/chromium
     python scripts/screenshot_app.py [--model bundled] [--out docs/screenshot_app.png]
 
 Starts the app on 127.0.0.1, opens it in headless Chromium, presses Generate on the bundled
