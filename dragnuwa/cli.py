@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "tracks; 0 = from pure noise, as in the paper (model default)")
     s.add_argument("--motion-region", choices=MOTION_REGIONS, default="disc",
                    help="what motion init moves along each track: the disc around its start, or the "
-                        "object under it (found by GrabCut)")
+                        "object under it (found by GrabCut); with --brush, the painted regions instead")
     s.add_argument("--model", default="bundled", help="'bundled' or a model .safetensors path")
     s.add_argument("--overlay", default=None, help="also write the video with the tracks drawn (.mp4 or .gif)")
     s.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop",
