@@ -70,9 +70,12 @@ def draw_regions(frames: np.ndarray, tracks: np.ndarray, regions: list[np.ndarra
     out = frames.copy()
     width = max(1, round(max(frames.shape[1:3]) / 256))
     for track, region in zip(np.asarray(tracks, np.float64), regions):
-        contours, _ = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        # The centres of the region's edge pixels, in the frames' pixels, relative to the track's start.
-        shapes = [(c[:, 0, :].astype(np.float64) + 0.5) * scale - track[0] for c in contours]
+        # Traced at the frames' size, so the outline runs along the painted edge, not scale/2 inside it.
+        h, w = region.shape
+        big = cv2.resize(region.astype(np.uint8), (round(w * scale), round(h * scale)), interpolation=cv2.INTER_NEAREST)
+        contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        # The centres of the edge pixels, in the frames' pixels, relative to the track's start.
+        shapes = [c[:, 0, :].astype(np.float64) + 0.5 - track[0] for c in contours]
         for t in range(len(frames)):
             ti = min(t, len(track) - 1)
             polys = [np.round((shape + track[ti]) * 16).astype(np.int32) for shape in shapes]

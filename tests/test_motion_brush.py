@@ -195,10 +195,10 @@ def test_overlay_outlines_the_painted_region_where_it_should_be():
     from dragnuwa.viz import draw_regions
 
     region = np.zeros((24, 24), bool)
-    region[4:8, 4:8] = True  # the outline joins its edge pixels' centres, 4.5..7.5 at the model's size
+    region[4:8, 4:8] = True  # pixels 8..15 of the 2x frames: the outline runs along them
     tracks = np.array([[[12.0, 12.0], [32.0, 12.0]]])  # in the 2x frames' pixels: 10 px right at the model's size
     out = draw_regions(np.zeros((2, 48, 48, 3), np.uint8), tracks, [region], scale=2)
     for t, shift in ((0, 0), (1, 20)):
         ys, xs = np.nonzero(out[t, ..., 0] > 100)
-        assert abs(xs.min() - (9 + shift)) <= 1 and abs(xs.max() - (15 + shift)) <= 1, (t, xs.min(), xs.max())
-        assert abs(ys.min() - 9) <= 1 and abs(ys.max() - 15) <= 1
+        # The line through the edge pixels' centres, 8.5..15.5, antialiased into pixels 8..16.
+        assert (xs.min(), xs.max()) == (8 + shift, 16 + shift) and (ys.min(), ys.max()) == (8, 16), (t, xs, ys)
