@@ -186,8 +186,8 @@ def evaluate_case(generate: Generator | None, case: Case, variants: dict = VARIA
         else:
             start = reconstruct(paste_along_tracks(case.image, case.tracks, region=motion_region))
         row["animation_error"] = trajectory_error(case.tracks, track_points(start, starts))
+    brush = {"brush": case.objects} if motion_region == EVAL_BRUSH else {}
     for name, drop in variants.items():
-        brush = {"brush": case.objects} if motion_region == EVAL_BRUSH else {}
         video = _checked_video(generate(case.image, case.tracks, case.text, drop, **brush), case, name)
         followed = track_points(video, starts)
         row[name] = {"trajectory_error": trajectory_error(case.tracks, followed),
@@ -262,7 +262,8 @@ def paired_comparison(rows: list[dict], variant: str, key: str, higher_is_better
 def markdown_table(summary: dict) -> str:
     lines = [f"Held-out clips: {summary['clips']}; a static video's trajectory error: "
              f"{summary['static_error_px']:.2f} px", "",
-             "| variant | trajectory error (px) | ratio to static (95% interval) | first-frame PSNR (dB) | text check |",
+             "| variant | trajectory error (px) | ratio to static (95% interval) | first-frame PSNR (dB) "
+             "| text check |",
              "|---|---|---|---|---|"]
     for name in VARIANTS:
         if name in summary:

@@ -47,10 +47,10 @@ def as_mask(brush, name: str = "the brush mask") -> np.ndarray:
     return mask
 
 
-def region_labels(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Connected painted regions (8-connected): ``int32 [H, W]`` labels (0 = unpainted) and their count."""
-    count, labels = cv2.connectedComponents(np.asarray(mask, np.uint8), connectivity=8)
-    return labels.astype(np.int32), int(count) - 1
+def region_labels(mask: np.ndarray) -> np.ndarray:
+    """Connected painted regions (8-connected): ``int32 [H, W]`` labels, 0 = unpainted."""
+    _, labels = cv2.connectedComponents(np.asarray(mask, np.uint8), connectivity=8)
+    return labels.astype(np.int32)
 
 
 def _label_at(labels: np.ndarray, point) -> int:
@@ -77,7 +77,7 @@ def brush_regions(mask: np.ndarray, tracks: np.ndarray) -> tuple[np.ndarray, lis
     """
     mask = np.asarray(mask, bool)
     tracks = np.asarray(tracks, np.float64)
-    labels, _ = region_labels(mask)
+    labels = region_labels(mask)
     moving, owners = [], []
     for i, track in enumerate(tracks):
         if np.abs(track - track[0]).max() < MIN_MOTION:
@@ -97,8 +97,7 @@ def brush_regions(mask: np.ndarray, tracks: np.ndarray) -> tuple[np.ndarray, lis
                 nearer = np.hypot(xs - other[0, 0], ys - other[0, 1]) < np.hypot(xs - track[0, 0], ys - track[0, 1])
                 region &= ~nearer
         regions.append(region)
-    T = tracks.shape[1] if tracks.ndim == 3 else 0
-    return np.asarray(moving, np.float64).reshape(-1, T, 2), regions
+    return np.asarray(moving, np.float64).reshape(-1, tracks.shape[1], 2), regions
 
 
 def brush_maps(tracks: np.ndarray, regions: list[np.ndarray]) -> np.ndarray:

@@ -183,7 +183,6 @@ class Pipeline:
                 maps, brushed, regions = self._brush(brush, tracks, trk, (src_w, src_h), fit)
             else:
                 maps = tracks_to_maps(trk, cfg.height, cfg.width)
-        dense = flow is not None or brush is not None
         # What motion init moves: the painted regions, the dense field, or a region under each track.
         moved = "brush" if brush is not None else "flow" if flow is not None else motion_region
 
@@ -212,7 +211,8 @@ class Pipeline:
                                 f"got {start_video.dtype} {start_video.shape} and motion_init {motion_init:g}")
             guide = start_video
         elif motion_init > 0 and not MOTION_INIT_NEEDS & set(drop):
-            guide = motion_animation(fitted, trk if brushed is None else brushed, maps if dense else None,
+            # A brush's regions are pasted as they are; its dense maps need not be carried.
+            guide = motion_animation(fitted, trk if brushed is None else brushed, maps if flow is not None else None,
                                      motion_region, regions)
         if guide is not None:
             # SDEdit from the image moved along the motion input: its latents noised to sigma = motion_init.
