@@ -28,17 +28,46 @@ HELP = ("Click on the image to add points to the current track (drag path, first
 BRUSH_RGB = (255, 51, 102)
 
 
-def _empty_state() -> dict:
-    # "brush": a bundled example's motion brush (bool [H, W]), shown painted when it is picked.
-    return {"image": None, "tracks": [[]], "brush": None}
+FITS = ("crop", "pad", "stretch")  # dragnuwa.video.fit_image's choices
+
+
+def _empty_state(old: dict | None = None) -> dict:
+    """No image, no tracks; keeps the old state's view settings. "brush": a bundled example's motion
+    brush (bool [H, W]), shown painted when it is picked; "fit" and "model_size" (W, H) say which part
+    of the image the model sees (None: the canvas does not shade it)."""
+    view = {k: (old or {}).get(k, d) for k, d in (("fit", "crop"), ("model_size", None))}
+    return {"image": None, "tracks": [[]], "brush": None, **view}
+
+
+def _visible(state: dict) -> tuple[float, float, float, float] | None:
+    """The part of the image the model sees with the chosen fit, in the image's pixels."""
+    from dragnuwa.video import fit_image
+
+    if state["image"] is None or state.get("model_size") is None:
+        return None
+    h, w = state["image"].shape[:2]
+    _, transform = fit_image(np.zeros((h, w), np.uint8), state["model_size"], state["fit"])
+    return transform.visible((w, h), state["model_size"])
+
+
+def _outside(state: dict) -> list[int]:
+    """Tracks (1-based) with no point in the part of the image the model sees: they would do nothing."""
+    box = _visible(state)
+    if box is None:
+        return []
+    x0, y0, x1, y1 = box
+    return [i + 1 for i, t in enumerate(t for t in state["tracks"] if t)
+            if not any(x0 <= x < x1 and y0 <= y < y1 for x, y in t)]
 
 
 def _render(state: dict):
-    from dragnuwa.viz import draw_track_image
+    from dragnuwa.viz import draw_track_image, shade_outside
 
     if state["image"] is None:
         return None
-    return draw_track_image(state["image"], [np.array(t) for t in state["tracks"] if t])
+    box = _visible(state)
+    image = state["image"] if box is None else shade_outside(state["image"], box)
+    return draw_track_image(image, [np.array(t) for t in state["tracks"] if t])
 
 
 def _summary(state: dict) -> str:
@@ -48,7 +77,15 @@ def _summary(state: dict) -> str:
     h, w = state["image"].shape[:2]
     kinds = ", ".join(f"#{i + 1}: {len(t)} point{'s' if len(t) > 1 else ''}{' (anchor)' if len(t) == 1 else ''}"
                       for i, t in enumerate(tracks))
-    return f"Image {w}x{h}. {len(tracks)} track(s){': ' + kinds if kinds else ''}."
+    text = f"Image {w}x{h}. {len(tracks)} track(s){': ' + kinds if kinds else ''}."
+    box = _visible(state)
+    if box is not None and (box[2] - box[0] < w or box[3] - box[1] < h):
+        text += f" The model sees the unshaded part ({state['fit']})."
+    outside = _outside(state)
+    if outside:
+        text += (f" **Track {', '.join(f'#{i}' for i in outside)} lies outside it and would do nothing**: "
+                 "move it, or fit by padding.")
+    return text
 
 
 def tracks_json(state: dict) -> dict:
@@ -82,7 +119,7 @@ def brush_canvas(state: dict) -> dict | None:
 
 
 def on_upload(image, state):
-    state = _empty_state()
+    state = _empty_state(state)
     if image is not None:
         state["image"] = np.asarray(image)[..., :3].astype(np.uint8)
     return state, _render(state), _summary(state)
@@ -125,6 +162,14 @@ def on_reset(state):
     return state, _render(state), _summary(state)
 
 
+def on_fit(fit: str, state):
+    """Crop, pad or stretch: changes which part of the image the canvas shows unshaded."""
+    if fit not in FITS:
+        raise UserError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
+    state["fit"] = fit
+    return state, _render(state), _summary(state)
+
+
 def on_tracks_upload(file, state):
     from dragnuwa.tracks_io import load_tracks
 
@@ -140,11 +185,12 @@ def on_tracks_upload(file, state):
 def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, frames: int, steps: int, seed: int,
                    guidance: float, traj_guidance: float, progress=None,
                    motion_init: float | None = None, motion_region: str = "disc",
-                   upscale: int = 1, brush: np.ndarray | None = None) -> tuple[str, ...]:
+                   upscale: int = 1, brush: np.ndarray | None = None, fit: str = "crop") -> tuple[str, ...]:
     """Generate and write the video, the overlay, the tracks JSON and the video as a GIF (to share)
     into a fresh folder -> their paths; the videos ``upscale`` times the model's size. ``brush``: the
     painted regions that move along the tracks (``bool [H, W]`` over the image) or None; when given,
-    it is written too (brush.png, white on black) and its path comes fifth."""
+    it is written too (brush.png, white on black) and its path comes fifth. ``fit``: how an image of
+    another aspect ratio is fitted (crop, pad, stretch)."""
     from dragnuwa.pipeline import write_outputs
     from dragnuwa.tracks_io import parse_tracks, save_tracks
     from dragnuwa.video import upscale as enlarge, write_video
@@ -153,7 +199,7 @@ def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, fram
     res = pipe.generate(image, ts, text or "", frames=int(frames), steps=int(steps), seed=int(seed),
                         guidance=float(guidance), traj_guidance=float(traj_guidance), progress=progress,
                         show_progress=False, motion_init=None if motion_init is None else float(motion_init),
-                        motion_region=motion_region, brush=brush)
+                        motion_region=motion_region, brush=brush, fit=fit)
     out = Path(tempfile.mkdtemp(prefix="dragnuwa_app_"))
     video, overlay = write_outputs(res, out / "dragnuwa.mp4", out / "dragnuwa_tracks.mp4", pipe.cfg.fps, upscale)
     tpath = out / "tracks.json"
@@ -206,7 +252,7 @@ def build_app(model="bundled"):
         if not name:
             return state, None, _summary(state), gr.update()
         ex = example_paths(name)
-        state = _empty_state()
+        state = _empty_state(state)
         state["image"] = load_image(ex["image"])
         state, _, _ = on_tracks_upload(str(ex["tracks"]), state)
         if "brush" in ex:
@@ -223,7 +269,7 @@ def build_app(model="bundled"):
         video, overlay, tpath, gif, *brush = run_generation(
             pipe, state["image"], tracks_json(state), text, frames, steps, seed, guidance, traj_guidance,
             progress=lambda i, n: progress(i / n, desc=f"sampling step {i}/{n}"), motion_init=motion_init,
-            motion_region=motion_region, upscale=VIEW_UPSCALE, brush=brush_mask(editor))
+            motion_region=motion_region, upscale=VIEW_UPSCALE, brush=brush_mask(editor), fit=state["fit"])
         return video, overlay, [video, gif, tpath, *brush]
 
     def generate_api(image_path, tracks_text, text, frames, steps, seed, guidance, traj_guidance):
@@ -237,7 +283,7 @@ def build_app(model="bundled"):
         return video, tpath
 
     # Open on the bundled demo example, so a first visitor sees an image with tracks to try.
-    first, first_prompt = _empty_state(), ""
+    first, first_prompt = _empty_state({"model_size": (cfg.width, cfg.height)}), ""
     if "demo" in list_examples():
         first, _, _, first_prompt = pick_example("demo", first)
 
@@ -252,6 +298,9 @@ def build_app(model="bundled"):
                 canvas = gr.Image(value=_render(first), label="Click to draw tracks", type="numpy",
                                   interactive=False, elem_id="canvas")
                 status = gr.Markdown(_summary(first))
+                fit = gr.Radio(list(FITS), value="crop", label=f"Fit to the model's {cfg.width}x{cfg.height} frame",
+                               info="crop: the unshaded centre; pad: the whole image, with black bars; "
+                                    "stretch: the whole image, squeezed")
                 with gr.Row():
                     new_track = gr.Button("New track")
                     undo = gr.Button("Undo point")
@@ -292,6 +341,7 @@ def build_app(model="bundled"):
         undo.click(on_undo_point, [state], editing, api_name=False)
         delete.click(on_delete_track, [state], editing, api_name=False)
         reset.click(on_reset, [state], editing, api_name=False)
+        fit.change(guarded(on_fit), [fit, state], editing, api_name=False)
         tracks_file.upload(guarded(on_tracks_upload), [tracks_file, state], editing, api_name=False)
         examples.change(guarded(with_fresh_brush(pick_example)), [examples, state], editing + [text, brush],
                         api_name=False)

@@ -8,6 +8,7 @@ text -> MiniLM token states; image -> first-frame latent
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,10 @@ class Pipeline:
                 maps, brushed, regions = self._brush(brush, tracks, trk, (src_w, src_h), fit)
             else:
                 maps = tracks_to_maps(trk, cfg.height, cfg.width)
+        # A track the fitted frame never shows (cropped away) cannot move anything: say so, not fail,
+        # as tracks from another source (a video, a wider image) may well reach past the crop.
+        inside = ((trk >= 0) & (trk < (cfg.width, cfg.height))).all(axis=-1)
+        outside = [i + 1 for i in np.flatnonzero(~inside.any(axis=1))]
         # What motion init moves: the painted regions, the dense field, or a region under each track.
         moved = "brush" if brush is not None else "flow" if flow is not None else motion_region
 
@@ -239,7 +244,8 @@ class Pipeline:
                 "motion_region": moved if motion_init else None, "sampler_steps": len(sigmas) - 1,
                 "seconds": round(time.time() - t0, 2),
                 "input_size": [src_w, src_h], "model_size": [cfg.width, cfg.height], "fit": fit,
-                "point_mapping": transform.describe(), "tracks": int(len(trk)),
+                "point_mapping": transform.describe(), "tracks": int(len(trk)), "tracks_outside": outside,
+                "visible": [round(v, 1) for v in transform.visible((src_w, src_h), (cfg.width, cfg.height))],
                 "brush_regions": None if regions is None else len(regions)}
         return GenerationResult(out, trk, maps, fitted, info, latents[0],
                                 None if regions is None else (brushed, regions))
@@ -330,6 +336,8 @@ def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", 
                         motion_region=motion_region, brush=brush)
     path, _ = write_outputs(res, out, overlay, pipe.cfg.fps, upscale)
     print(describe(res.info, upscale))
+    for line in warnings(res.info):
+        print(f"warning: {line}", file=sys.stderr)
     return path
 
 
@@ -345,6 +353,20 @@ def describe(info: dict, upscale: int = 1) -> str:
              + (f" from motion init at sigma {i['motion_init']:g} ({i['motion_region']})" if i["motion_init"] else ""),
              f"{i['seconds']} s" + (f"; written {upscale}x larger (bicubic)" if upscale > 1 else "")]
     return parts[0] + "; " + ", ".join(parts[1:])
+
+
+def warnings(info: dict) -> list[str]:
+    """What a generation ignored of its input, one line each (``GenerationResult.info``): tracks
+    that lie wholly outside the part of the image the model sees."""
+    outside = info.get("tracks_outside") or []
+    if not outside:
+        return []
+    x0, y0, x1, y1 = info["visible"]
+    names = ", ".join(map(str, outside))
+    hint = "; --fit pad keeps the whole image" if info["fit"] == "crop" else ""
+    return [f"track{'s' if len(outside) > 1 else ''} {names} of {info['tracks']} "
+            f"{'lie' if len(outside) > 1 else 'lies'} outside the part of the image the model sees "
+            f"(x {x0:g}-{x1:g}, y {y0:g}-{y1:g}) and had no effect{hint}"]
 
 
 def write_outputs(res, out, overlay=None, fps: float = 8.0, upscale: int = 1) -> tuple[Path, Path | None]:

@@ -39,6 +39,14 @@ class PointTransform:
         return (f"points scaled by ({self.scale_x:.4g}, {self.scale_y:.4g}) "
                 f"then shifted by ({self.offset_x:.4g}, {self.offset_y:.4g}) px")
 
+    def visible(self, src_size: tuple[int, int], out_size: tuple[int, int]) -> tuple[float, float, float, float]:
+        """The part of a ``src_size=(W, H)`` image that the fitted ``out_size=(W, H)`` frame shows, as
+        ``(x0, y0, x1, y1)`` in the source's pixels: all of it with pad and stretch, the centre with crop."""
+        (w, h), (out_w, out_h) = src_size, out_size
+        x0, x1 = -self.offset_x / self.scale_x, (out_w - self.offset_x) / self.scale_x
+        y0, y1 = -self.offset_y / self.scale_y, (out_h - self.offset_y) / self.scale_y
+        return max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)
+
 
 def fit_image(img: np.ndarray, size: tuple[int, int], fit: str = "crop") -> tuple[np.ndarray, PointTransform]:
     """Resize ``img`` (``[H, W, C]``) to ``size=(W, H)``.

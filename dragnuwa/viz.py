@@ -36,6 +36,21 @@ def draw_track_image(image: np.ndarray, tracks: list[np.ndarray] | np.ndarray) -
     return out
 
 
+def shade_outside(image: np.ndarray, box: tuple[float, float, float, float], dim: float = 0.35) -> np.ndarray:
+    """``image`` with everything outside ``box=(x0, y0, x1, y1)`` (pixels) darkened to ``dim`` of its
+    brightness and the box outlined: the part of an image the model will see (``PointTransform.visible``)."""
+    h, w = image.shape[:2]
+    x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x1, y1 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+    if (x0, y0, x1, y1) == (0, 0, w, h):
+        return image
+    out = (image.astype(np.float32) * dim).astype(np.uint8)
+    out[y0:y1, x0:x1] = image[y0:y1, x0:x1]
+    width = max(1, round(max(h, w) / 256))
+    cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), width)
+    return out
+
+
 def draw_tracks(frames: np.ndarray, tracks: np.ndarray, tail: int = 8) -> np.ndarray:
     """Overlay ``[N, T, 2]`` tracks on ``uint8 [T, H, W, 3]`` frames: a fading tail of ``tail``
     frames, an arrow head at the current point, a dot for still (anchor) tracks."""

@@ -149,3 +149,36 @@ def test_the_ui_brush_moves_the_painted_region(tmp_path):
     with pytest.raises(UserError, match="outside every painted region"):
         far = {"width": 32, "height": 32, "tracks": [[[28, 28], [30, 30]]]}
         app_mod.run_generation(pipe, image, far, "", 4, 1, 0, 1.0, 1.0, brush=mask)
+
+
+def test_the_canvas_shades_what_the_crop_cuts_away_and_fit_reaches_the_model(tmp_path):
+    """A 60x30 image fitted to a 32x32 model: crop keeps x 15-45, and the canvas dims the rest; a track
+    there is flagged; padding shows it all, and the video's first frame then has the black bars."""
+    from dragnuwa.models.config import get_preset
+    from dragnuwa.models.dragnuwa import DragNUWA
+    from dragnuwa.pipeline import Pipeline
+    from dragnuwa.video import read_video
+
+    state = app_mod._empty_state({"model_size": (32, 32)})
+    state, canvas, msg = app_mod.on_upload(np.full((30, 60, 3), 200, np.uint8), state)
+    assert "unshaded part (crop)" in msg
+    assert np.all(canvas[15, 5] < 80) and np.all(canvas[15, 30] == 200)  # dimmed margin, untouched centre
+    state, _, _ = app_mod.on_click(state, 5, 15)
+    state, _, _ = app_mod.on_new_track(state)
+    state, _, msg = app_mod.on_click(state, 30, 15)
+    assert "Track #1 lies outside it" in msg and "#2 lies" not in msg
+    state, canvas, msg = app_mod.on_fit("pad", state)
+    assert "outside" not in msg and "unshaded" not in msg and np.all(canvas[15, 12] == 200)
+    state, _, _ = app_mod.on_upload(np.full((30, 60, 3), 200, np.uint8), state)
+    assert state["fit"] == "pad" and state["tracks"] == [[]]  # a new image keeps the fit
+    with pytest.raises(UserError, match="fit must be one of"):
+        app_mod.on_fit("zoom", state)
+
+    torch.manual_seed(0)
+    pipe = Pipeline(DragNUWA(get_preset("tiny")))
+    image = np.full((30, 60, 3), 200, np.uint8)
+    tracks = {"width": 60, "height": 30, "tracks": [[[30, 15], [40, 15]]]}
+    firsts = {fit: read_video(app_mod.run_generation(pipe, image, tracks, "", 4, 1, 0, 1.0, 1.0, fit=fit)[0])[0][0]
+              for fit in ("crop", "pad")}
+    assert firsts["crop"][2, 16].min() > 150  # the crop fills the frame with the image
+    assert firsts["pad"][2, 16].max() < 40 and firsts["pad"][16, 16].min() > 150  # pad: bars above and below
