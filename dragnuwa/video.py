@@ -234,6 +234,10 @@ def read_image(path: str | Path, what: str = "image") -> np.ndarray:
             if im.mode in ("P", "RGBA", "LA", "PA"):
                 return np.asarray(im.convert("RGBA"), dtype=np.uint8).copy()
             return np.asarray(im.convert("L" if im.mode in ("L", "1") else "RGB"), dtype=np.uint8).copy()
+    except Image.DecompressionBombError:
+        # Pillow's guard against files that decode to gigabytes; nothing here needs that many pixels.
+        raise UserError(f"{what} is too large: {path} has more than {Image.MAX_IMAGE_PIXELS * 2:,} pixels "
+                        f"(scale it down first)") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise UserError(f"not a readable {what}: {path} ({e.__class__.__name__})") from None
 

@@ -58,6 +58,14 @@ def test_fit_image_maps_points_like_pixels(fit, size):
     ys, xs = np.nonzero(out[..., 0] > 60)
     centre = np.array([xs.mean() + 0.5, ys.mean() + 0.5])
     assert np.abs(tr.apply(np.array([102.0, 32.0])) - centre).max() < 0.75
+    # The visible part of the image maps onto the frame (crop) or inside it (pad, stretch: all of it).
+    x0, y0, x1, y1 = tr.visible((160, 90), size)
+    corners = tr.apply(np.array([[x0, y0], [x1, y1]]))
+    assert corners.min() >= -1e-6 and np.all(corners[1] <= np.array(size) + 1e-6)
+    if fit == "crop":
+        assert np.allclose(corners, [[0, 0], size], atol=1e-6)  # the crop fills the frame
+    else:
+        assert (x0, y0, x1, y1) == (0, 0, 160, 90)
 
 
 def test_tensor_conversion_round_trip():
@@ -149,6 +157,9 @@ def test_load_image_variants(tmp_path):
         load_image(tmp_path / "not.png")
     with pytest.raises(UserError, match="not found"):
         load_image(tmp_path / "nope.png")
+    Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png")  # 50 KB on disk, 400 megapixels decoded
+    with pytest.raises(UserError, match="image is too large: .* more than 178,956,970 pixels"):
+        load_image(tmp_path / "bomb.png")
 
 
 def test_written_files_get_normal_permissions(tmp_path):
