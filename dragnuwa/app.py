@@ -322,7 +322,7 @@ def build_app(model="bundled"):
                     frames = gr.Slider(2, 4 * cfg.frames, value=cfg.frames, step=1, label="Frames")
                     steps = gr.Slider(1, 100, value=cfg.steps, step=1, label="Steps")
                 with gr.Row():
-                    seed = gr.Number(value=0, precision=0, label="Seed")
+                    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                     guidance = gr.Slider(0, 10, value=cfg.text_guidance, step=0.1, label="Text guidance")
                     traj_guidance = gr.Slider(0, 10, value=cfg.traj_guidance, step=0.1, label="Trajectory guidance")
                 motion_init = gr.Slider(0, 4, value=cfg.motion_init, step=0.1, label="Motion init (0 = off)",

@@ -30,6 +30,19 @@ def _positive_int(text: str) -> int:
     return value
 
 
+MAX_SEED = 2**63 - 1  # what both torch's and numpy's generators accept
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be between 0 and 2^63 - 1, got {value}")
+    return value
+
+
 def _size(text: str) -> tuple[int, int]:
     """'256' -> (256, 256); '320x576' -> (W=320, H=576)."""
     try:
@@ -132,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="generate a video with the bundled model and example")
     s.add_argument("--out", default="dragnuwa_demo.mp4", help="output video, .mp4 or .gif (default: %(default)s)")
     s.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (model default)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--upscale", type=_positive_int, default=1, metavar="N",
                    help="write the video N times the model's size (bicubic), for viewing (default: 1)")
     s.set_defaults(func=cmd_demo)
@@ -149,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output video, .mp4 or .gif")
     s.add_argument("--frames", type=_positive_int, default=None, help="frames (model default)")
     s.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (model default)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--guidance", type=float, default=None, help="text guidance scale (model default)")
     s.add_argument("--traj-guidance", type=float, default=None, help="trajectory guidance scale")
     s.add_argument("--motion-init", type=float, default=None, metavar="SIGMA",
@@ -172,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-tracks", type=_positive_int, default=8)
     s.add_argument("--flow", default="dis", help="optical-flow backend (default: %(default)s)")
     s.add_argument("--viz", default=None, help="also write an overlay video with the tracks drawn (.mp4 or .gif)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--size", type=_size, default=None, help="resize/crop frames to SIZE or WxH first")
     s.add_argument("--max-frames", type=_positive_int, default=None)
     s.set_defaults(func=cmd_tracks)
@@ -182,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--count", type=_positive_int, default=16)
     s.add_argument("--frames", type=_positive_int, default=16)
     s.add_argument("--size", type=_size, default=(256, 256), help="SIZE or WxH (default 256)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("train", help="train the video model (stage 1: dense flow, stage 2: sparse tracks)")
@@ -213,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="bundled")
     s.add_argument("--out-dir", default="eval_report")
     s.add_argument("--count", type=_positive_int, default=100)
-    s.add_argument("--seed", type=int, default=1_000_000, help="first held-out seed")
+    s.add_argument("--seed", type=_seed, default=1_000_000, help="first held-out seed")
     s.add_argument("--steps", type=_positive_int, default=None)
     s.add_argument("--no-ablations", dest="ablations", action="store_false")
     s.add_argument("--motion-init", type=float, default=None, metavar="SIGMA",

@@ -161,6 +161,8 @@ class Pipeline:
         check_inputs(image, text, frames, steps, guidance, traj_guidance, max_frames=4 * cfg.frames,
                      motion_init=motion_init)
         check_motion_region(motion_region)
+        if not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**63):
+            raise UserError(f"seed must be a whole number between 0 and 2^63 - 1, got {seed}")
         t0 = time.time()
         img = load_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
         if img.ndim == 2:

@@ -79,6 +79,8 @@ def test_dense_motion_input(pipe):
     (dict(frames=1000), "frames must be between 2 and 16"),
     (dict(steps=0), "steps must be between"),
     (dict(guidance=float("nan")), "guidance must be a number"),
+    (dict(seed=2**63), "seed must be a whole number between 0 and 2"),
+    (dict(seed=-1), "seed must be a whole number"),
     (dict(tracks=TrackSet(64, 40, [np.array([[1.0, 1.0]]), np.array([[1.0, 1.0], [70.0, 5.0]])])), None),
 ])
 def test_bad_arguments(pipe, kwargs, message):
