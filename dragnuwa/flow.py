@@ -58,8 +58,16 @@ def _grey(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img)
 
 
+# OpenCV's DIS refuses smaller frames, with a C++ traceback.
+DIS_MIN_SIDE = 12
+
+
 def _dis(preset: int) -> FlowFn:
     def fn(prev: np.ndarray, nxt: np.ndarray, init: np.ndarray | None = None) -> np.ndarray:
+        h, w = prev.shape[:2]
+        if min(h, w) < DIS_MIN_SIDE:
+            raise UserError(f"DIS optical flow needs frames at least {DIS_MIN_SIDE} px on each side, got {w}x{h} "
+                            f"(give a larger video or --size, or --flow farneback)")
         dis = cv2.DISOpticalFlow_create(preset)
         if init is not None:
             dis.setUseSpatialPropagation(True)

@@ -59,6 +59,7 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path):
         ("tracks", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "t.json")),
         ("tracks", str(tmp_path / "corrupt.mp4"), "--out", str(tmp_path / "t.json"), "--flow", "nope"),
         ("synth", str(tmp_path / "x"), "--frames", "1"),
+        ("tracks", video, "--out", str(tmp_path / "t.json"), "--size", "8"),  # too small for optical flow
         # Seeds that torch's or numpy's generator would refuse with a traceback.
         ("synth", str(tmp_path / "x"), "--seed", "-1"),
         ("generate", "--image", str(tmp_path / "img.png"), "--out", str(tmp_path / "v.mp4"), "--seed", str(2**70)),
