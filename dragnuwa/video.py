@@ -242,12 +242,20 @@ def read_image(path: str | Path, what: str = "image") -> np.ndarray:
         raise UserError(f"not a readable {what}: {path} ({e.__class__.__name__})") from None
 
 
+# Containers whose first frame `load_image` takes as the image (FFmpeg reads more; these are the
+# names people give videos). A GIF is read by Pillow as its first frame already.
+VIDEO_INPUTS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
+
+
 def load_image(path: str | Path) -> np.ndarray:
-    """Read an image as ``uint8 [H, W, 3]`` RGB.
+    """Read an image as ``uint8 [H, W, 3]`` RGB; of a video file (``VIDEO_INPUTS``), its first frame.
 
     RGBA / LA are composited on white, greyscale becomes RGB, 16-bit is scaled to 8-bit,
     palette images are expanded. A missing file or a non-image raises ``UserError``.
+    A video's first frame is the image its own tracks (``dragnuwa tracks``) start on.
     """
+    if Path(path).suffix.lower() in VIDEO_INPUTS:
+        return read_video(path, max_frames=1)[0][0]
     arr = read_image(path)
     if arr.ndim == 2:
         return np.repeat(arr[..., None], 3, axis=2)

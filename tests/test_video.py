@@ -157,6 +157,15 @@ def test_load_image_variants(tmp_path):
         load_image(tmp_path / "not.png")
     with pytest.raises(UserError, match="not found"):
         load_image(tmp_path / "nope.png")
+    # A video's first frame (the image its `dragnuwa tracks` start on).
+    frames = _gradient_frames(3, 16, 24)
+    frames[1:] = 255 - frames[1:]
+    write_video(tmp_path / "clip.mp4", frames)
+    first = load_image(tmp_path / "clip.mp4")
+    assert np.array_equal(first, read_video(tmp_path / "clip.mp4")[0][0]) and np.abs(first.astype(int) - frames[0]).mean() < 3
+    (tmp_path / "broken.mov").write_bytes(b"\0" * 100)
+    with pytest.raises(UserError, match="cannot decode video"):
+        load_image(tmp_path / "broken.mov")
     Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png")  # 50 KB on disk, 400 megapixels decoded
     with pytest.raises(UserError, match="image is too large: .* more than 178,956,970 pixels"):
         load_image(tmp_path / "bomb.png")
