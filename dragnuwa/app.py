@@ -182,6 +182,22 @@ def on_tracks_upload(file, state):
     return state, _render(state), _summary(state)
 
 
+def on_video_upload(file, state, max_frames: int | None = None, max_tracks: int = 8):
+    """A video: its first frame becomes the image and its own motion the tracks (the Trajectory
+    Sampler, paper Sec. 3.2, on its first ``max_frames`` frames), to animate as it moved or to edit."""
+    from dragnuwa.trajectory import tracks_from_video
+
+    if file is None:
+        return state, _render(state), _summary(state)
+    first, ts = tracks_from_video(file if isinstance(file, str) else file.name, max_tracks=max_tracks,
+                                  max_frames=max_frames)
+    state = _empty_state(state)
+    state["image"] = first
+    state["tracks"] = [t.tolist() for t in ts.tracks] + [[]]
+    frames = len(ts.tracks[0]) if ts.tracks else 0
+    return state, _render(state), _summary(state) + f" Tracks read off the video's first {frames} frames."
+
+
 def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, frames: int, steps: int, seed: int,
                    guidance: float, traj_guidance: float, progress=None,
                    motion_init: float | None = None, motion_region: str = "disc",
@@ -307,6 +323,8 @@ def build_app(model="bundled"):
                     delete = gr.Button("Delete track")
                     reset = gr.Button("Reset")
                 tracks_file = gr.File(label="Upload tracks JSON", file_types=[".json"])
+                video_file = gr.File(label="or a video: its first frame, moved as the video moves",
+                                     file_types=["video"])
                 with gr.Accordion("Motion brush (optional)", open=False):
                     gr.Markdown("Paint what moves: each painted region moves along the track that starts "
                                 "in it, as a whole (one stroke over two objects is split between their "
@@ -343,6 +361,8 @@ def build_app(model="bundled"):
         reset.click(on_reset, [state], editing, api_name=False)
         fit.change(guarded(on_fit), [fit, state], editing, api_name=False)
         tracks_file.upload(guarded(on_tracks_upload), [tracks_file, state], editing, api_name=False)
+        video_file.upload(guarded(with_fresh_brush(lambda file, st: on_video_upload(file, st, 4 * cfg.frames))),
+                          [video_file, state], editing + [brush], api_name=False)
         examples.change(guarded(with_fresh_brush(pick_example)), [examples, state], editing + [text, brush],
                         api_name=False)
         go.click(guarded(generate),

@@ -260,3 +260,21 @@ def run_tracks_command(video: str, out: str, max_tracks: int = 8, flow: str = "d
     if viz:
         vio.write_video(viz, draw_tracks(frames, tracks), fps)
     return Path(out)
+
+
+def tracks_from_video(video: str | Path, max_tracks: int = 8, seed: int = 0, max_side: int = 512,
+                      max_frames: int | None = None, flow: str = "dis"):
+    """A video's first frame as read (``uint8 [H, W, 3]``) and the Trajectory Sampler's tracks over it
+    (a ``TrackSet`` in that frame's pixels): a video's own motion, to animate its first frame or another
+    image with. Flow runs on frames scaled so the longer side is at most ``max_side`` (it costs by the
+    pixel, and drags need no more), and the tracks are scaled back."""
+    from dragnuwa import video as vio
+    from dragnuwa.tracks_io import TrackSet
+
+    frames, _ = vio.read_video(video, max_frames=max_frames)
+    H, W = frames.shape[1:3]
+    s = min(1.0, max_side / max(H, W))
+    w, h = max(1, round(W * s)), max(1, round(H * s))
+    small = frames if s == 1 else np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
+    tracks = TrajectorySampler(max_tracks=max_tracks, flow=flow).sample(small, np.random.default_rng(seed))
+    return frames[0], TrackSet.from_array(tracks, w, h).rescaled(W, H)
