@@ -322,9 +322,10 @@ def build_app(model="bundled"):
                     undo = gr.Button("Undo point")
                     delete = gr.Button("Delete track")
                     reset = gr.Button("Reset")
-                tracks_file = gr.File(label="Upload tracks JSON", file_types=[".json"])
-                video_file = gr.File(label="or a video: its first frame, moved as the video moves",
-                                     file_types=["video"])
+                with gr.Row():
+                    tracks_file = gr.File(label="Upload tracks JSON", file_types=[".json"], height=140)
+                    video_file = gr.File(label="or a video: its first frame, moved as it moves",
+                                         file_types=["video"], height=140)
                 with gr.Accordion("Motion brush (optional)", open=False):
                     gr.Markdown("Paint what moves: each painted region moves along the track that starts "
                                 "in it, as a whole (one stroke over two objects is split between their "
