@@ -325,7 +325,7 @@ def build_app(model="bundled"):
                 with gr.Row():
                     tracks_file = gr.File(label="Upload tracks JSON", file_types=[".json"], height=140)
                     video_file = gr.File(label="or a video: its first frame, moved as it moves",
-                                         file_types=["video"], height=140)
+                                         file_types=["video"], height=140, elem_id="video_file")
                 with gr.Accordion("Motion brush (optional)", open=False):
                     gr.Markdown("Paint what moves: each painted region moves along the track that starts "
                                 "in it, as a whole (one stroke over two objects is split between their "

@@ -104,3 +104,38 @@ def test_painting_the_motion_brush_in_the_page_moves_what_was_painted():
     # The stroke (16 px of mouse path plus the brush's width) lies around the drag's start.
     assert abs(xs.mean() - start[0]) < 8 and abs(ys.mean() - start[1]) < 8, (xs.mean(), ys.mean())
     assert 100 < mask.sum() < 12_000
+
+
+@pytest.mark.skipif(CHROMIUM is None or _playwright() is None, reason="needs Debian's chromium and playwright")
+def test_uploading_a_video_in_the_page_gives_its_frame_and_tracks_and_fit_changes_the_view(tmp_path):
+    """Upload a wide video: the page reports the tracks read off it and that the crop hides the sides;
+    choosing pad says the model now sees all of it."""
+    import cv2
+
+    from dragnuwa import app as app_mod
+    from dragnuwa.models.config import get_preset
+    from dragnuwa.models.dragnuwa import DragNUWA
+    from dragnuwa.video import write_video
+
+    texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (140, 220, 3)).astype(np.uint8), (0, 0), 2)
+    write_video(tmp_path / "slide.mp4", np.stack([texture[20 - t:116 - t, 30 - 3 * t:190 - 3 * t] for t in range(6)]))
+    torch.manual_seed(0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = app_mod.launch(host="127.0.0.1", port=port, model=DragNUWA(get_preset("tiny")), block=False)
+    try:
+        with _playwright()() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1280, "height": 2000})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.locator("#video_file input[type=file]").set_input_files(str(tmp_path / "slide.mp4"))
+            status = page.get_by_text("Tracks read off the video's first 6 frames")
+            status.wait_for(timeout=60_000)
+            before = status.inner_text()
+            page.get_by_label("pad").check()
+            page.get_by_text("Image 160x96").filter(has_not_text="unshaded").wait_for(timeout=30_000)
+            browser.close()
+    finally:
+        demo.close()
+    assert "Image 160x96." in before and "The model sees the unshaded part (crop)." in before
