@@ -62,7 +62,7 @@ def _size(text: str) -> tuple[int, int]:
 def cmd_demo(args: argparse.Namespace) -> None:
     from dragnuwa import demo
 
-    out = demo.run_demo(out=args.out, steps=args.steps, seed=args.seed, upscale=args.upscale)
+    out = demo.run_demo(out=args.out, steps=args.steps, seed=args.seed, upscale=args.upscale, fps=args.fps)
     print(out)
 
 
@@ -73,7 +73,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         image=args.image, tracks=args.tracks, flow=args.flow, brush=args.brush, text=args.text, out=args.out,
         frames=args.frames, steps=args.steps, seed=args.seed, guidance=args.guidance,
         traj_guidance=args.traj_guidance, model=args.model, overlay=args.overlay, fit=args.fit,
-        motion_init=args.motion_init, motion_region=args.motion_region, upscale=args.upscale,
+        motion_init=args.motion_init, motion_region=args.motion_region, upscale=args.upscale, fps=args.fps,
     )
     print(out)
 
@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--upscale", type=_positive_int, default=1, metavar="N",
                    help="write the video N times the model's size (bicubic), for viewing (default: 1)")
+    s.add_argument("--fps", type=float, default=None,
+                   help="frames per second the video plays at (default: the model's, 8 for the bundled one)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("generate", help="one video from an image, tracks and a prompt")
@@ -177,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how an image of another aspect ratio is fitted (default: %(default)s)")
     s.add_argument("--upscale", type=_positive_int, default=1, metavar="N",
                    help="write the video N times the model's size (bicubic), for viewing (default: 1)")
+    s.add_argument("--fps", type=float, default=None,
+                   help="frames per second the video plays at (default: the model's, 8 for the bundled one)")
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("tracks", help="Trajectory Sampler on a real video")

@@ -34,12 +34,13 @@ def list_examples() -> list[str]:
     return sorted(p.name for p in EXAMPLES_DIR.iterdir() if (p / "image.png").is_file())
 
 
-def run_demo(out: str = "dragnuwa_demo.mp4", steps: int | None = None, seed: int = 0, upscale: int = 1) -> Path:
+def run_demo(out: str = "dragnuwa_demo.mp4", steps: int | None = None, seed: int = 0, upscale: int = 1,
+             fps: float | None = None) -> Path:
     """Generate the bundled example with the bundled model; write ``out`` and its overlay.
 
     Returns the path of the video (.mp4, or .gif if ``out`` names one). The overlay (tracks drawn on
     the generated video) is written beside it as ``<out>_tracks.<suffix>`` so the drag can be
-    compared with the motion. Both are ``upscale`` times the model's size.
+    compared with the motion. Both are ``upscale`` times the model's size, at ``fps`` (None: the model's).
     """
     from dragnuwa import pipeline
 
@@ -50,5 +51,5 @@ def run_demo(out: str = "dragnuwa_demo.mp4", steps: int | None = None, seed: int
         image=str(ex["image"]), tracks=str(ex["tracks"]), flow=None,
         text=ex["prompt"].read_text().strip(), out=str(out_path), frames=None, steps=steps,
         seed=seed, guidance=None, traj_guidance=None, model="bundled", overlay=str(overlay), fit="crop",
-        upscale=upscale,
+        upscale=upscale, fps=fps,
     )

@@ -23,6 +23,7 @@ from dragnuwa.tracks_io import TrackSet
 
 BUNDLED_MODEL = Path(__file__).parent / "assets" / "model" / "dragnuwa_small.safetensors"
 MAX_STEPS = 1000
+MAX_FPS = 50  # a GIF cannot show frames faster (its delays are whole hundredths, at least 2)
 # Motion init moves the image along the motion input, so it needs both conditions: dropping either
 # (guidance's null passes, the evaluation's ablations) samples from pure noise.
 MOTION_INIT_NEEDS = frozenset({"traj", "image"})
@@ -318,9 +319,10 @@ def load_pipeline(model="bundled") -> Pipeline:
 
 def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", out: str = "out.mp4", frames=None,
                      steps=None, seed: int = 0, guidance=None, traj_guidance=None, model="bundled", overlay=None,
-                     fit: str = "crop", motion_init=None, motion_region: str = "disc", upscale: int = 1) -> Path:
+                     fit: str = "crop", motion_init=None, motion_region: str = "disc", upscale: int = 1,
+                     fps: float | None = None) -> Path:
     """`dragnuwa generate`: one video written atomically to ``out`` (.mp4 or .gif; + optional tracks
-    overlay), ``upscale`` times the model's size."""
+    overlay), ``upscale`` times the model's size, played at ``fps`` (None: the model's)."""
     from dragnuwa.video import check_upscale, check_video_path
 
     # Before the model loads: nothing is sampled for a file that cannot be written.
@@ -328,6 +330,8 @@ def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", 
         if path:
             check_video_path(path, what)
     check_upscale(upscale)
+    if fps is not None and not (np.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise UserError(f"fps must be a number above 0 and at most {MAX_FPS}, got {fps:g}")
     if brush is not None and tracks is None:
         raise UserError("--brush needs --tracks: the drags say where the painted regions go")
     if tracks is None and flow is None:
@@ -336,7 +340,7 @@ def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", 
     res = pipe.generate(image, tracks=tracks, text=text, frames=frames, steps=steps, seed=seed, guidance=guidance,
                         traj_guidance=traj_guidance, flow=flow, fit=fit, motion_init=motion_init,
                         motion_region=motion_region, brush=brush)
-    path, _ = write_outputs(res, out, overlay, pipe.cfg.fps, upscale)
+    path, _ = write_outputs(res, out, overlay, fps or pipe.cfg.fps, upscale)
     print(describe(res.info, upscale))
     for line in warnings(res.info):
         print(f"warning: {line}", file=sys.stderr)

@@ -191,3 +191,17 @@ def test_a_track_the_crop_cuts_away_is_reported(pipe, tmp_path, tiny_model_file,
     out = generate_to_file(_img(), tracks=tracks, out=str(tmp_path / "v.mp4"), steps=1, model=str(tiny_model_file))
     assert out.is_file()
     assert "warning: track 1 of 3 lies outside" in capsys.readouterr().err
+
+
+def test_fps_sets_the_playback_rate_and_is_checked_first(tmp_path, tiny_model_file):
+    from dragnuwa.pipeline import generate_to_file
+    from dragnuwa.video import read_video
+
+    out = generate_to_file(_img(), out=str(tmp_path / "v.mp4"), steps=1, model=str(tiny_model_file), fps=12.5)
+    assert read_video(out)[1] == pytest.approx(12.5)
+    assert read_video(generate_to_file(_img(), out=str(tmp_path / "w.mp4"), steps=1,
+                                       model=str(tiny_model_file)))[1] == pytest.approx(8.0)  # the model's
+    for bad in (0.0, -3.0, float("nan"), 120.0):  # refused before the model loads: this one does not exist
+        with pytest.raises(UserError, match="fps must be a number above 0 and at most 50"):
+            generate_to_file(_img(), out=str(tmp_path / "x.mp4"), model=str(tmp_path / "none.safetensors"), fps=bad)
+    assert not (tmp_path / "x.mp4").exists()
