@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from dragnuwa.errors import UserError
 
@@ -153,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("generate", help="one video from an image, tracks and a prompt")
-    s.add_argument("--image", required=True, help="first frame: an image (PNG/JPEG/...; any size), or a video (.mp4/.mov/...) whose first frame is taken")
+    s.add_argument("--image", required=True, help="first frame: an image (PNG/JPEG/...; any size), or a video "
+                                                "(.mp4/.mov/...) whose first frame is taken")
     motion = s.add_mutually_exclusive_group()
     motion.add_argument("--tracks", help="tracks JSON (see docs/tracks.md)")
     motion.add_argument("--flow", help="dense motion file (.npy/.npz [T,2,H,W] or [T-1,H,W,2]) over the image")

@@ -1,4 +1,4 @@
-"""The web UI in a real browser: headless Chromium renders the page, and (driven by playwright) paints a motion brush."""
+"""The web UI in a real browser: headless Chromium renders the page; playwright paints a brush, uploads a video.
 
 import shutil
 import socket
@@ -11,8 +11,8 @@ import torch
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (see .ci/run)")
-def test_page_renders_image_and_controls(tmp_path):
+def _launch_tiny():
+    """The app on a free local port with a tiny random model -> (running Blocks, port)."""
     from dragnuwa import app as app_mod
     from dragnuwa.models.config import get_preset
     from dragnuwa.models.dragnuwa import DragNUWA
@@ -21,7 +21,12 @@ def test_page_renders_image_and_controls(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo = app_mod.launch(host="127.0.0.1", port=port, model=DragNUWA(get_preset("tiny")), block=False)
+    return app_mod.launch(host="127.0.0.1", port=port, model=DragNUWA(get_preset("tiny")), block=False), port
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (see .ci/run)")
+def test_page_renders_image_and_controls(tmp_path):
+    demo, port = _launch_tiny()
     try:
         flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
@@ -61,15 +66,7 @@ def test_painting_the_motion_brush_in_the_page_moves_what_was_painted():
     image's pixels (brush.png comes back with the downloads)."""
     from PIL import Image
 
-    from dragnuwa import app as app_mod
-    from dragnuwa.models.config import get_preset
-    from dragnuwa.models.dragnuwa import DragNUWA
-
-    torch.manual_seed(0)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo = app_mod.launch(host="127.0.0.1", port=port, model=DragNUWA(get_preset("tiny")), block=False)
+    demo, port = _launch_tiny()
     start = (187.4, 170.3)  # the demo's drag starts on the green square (256 x 256 image)
     try:
         with _playwright()() as p:
@@ -112,18 +109,11 @@ def test_uploading_a_video_in_the_page_gives_its_frame_and_tracks_and_fit_change
     choosing pad says the model now sees all of it."""
     import cv2
 
-    from dragnuwa import app as app_mod
-    from dragnuwa.models.config import get_preset
-    from dragnuwa.models.dragnuwa import DragNUWA
     from dragnuwa.video import write_video
 
     texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (140, 220, 3)).astype(np.uint8), (0, 0), 2)
     write_video(tmp_path / "slide.mp4", np.stack([texture[20 - t:116 - t, 30 - 3 * t:190 - 3 * t] for t in range(6)]))
-    torch.manual_seed(0)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo = app_mod.launch(host="127.0.0.1", port=port, model=DragNUWA(get_preset("tiny")), block=False)
+    demo, port = _launch_tiny()
     try:
         with _playwright()() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
