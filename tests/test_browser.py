@@ -1,4 +1,4 @@
-"""The web UI in a real browser: headless Chromium renders the page; playwright paints a brush, uploads a video.
+"""The web UI in a real browser: Chromium renders the page; playwright paints a brush, uploads a video."""
 
 import shutil
 import socket
