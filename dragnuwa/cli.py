@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image", required=True, help="first frame: an image (PNG/JPEG/...; any size), or a video "
                                                 "(.mp4/.mov/...) whose first frame is taken")
     motion = s.add_mutually_exclusive_group()
-    motion.add_argument("--tracks", help="tracks JSON (see docs/tracks.md)")
+    motion.add_argument("--tracks", help="tracks JSON (see docs/tracks.md), or a video: its own motion, read off "
+                                         "it by the Trajectory Sampler (as `dragnuwa tracks` does)")
     motion.add_argument("--flow", help="dense motion file (.npy/.npz [T,2,H,W] or [T-1,H,W,2]) over the image")
     s.add_argument("--brush", metavar="MASK", help="motion brush: an image of the painted regions (white on black, "
                                                    "or a layer with transparency) that move along the --tracks "

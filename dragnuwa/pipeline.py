@@ -104,12 +104,19 @@ class Pipeline:
         return self._text_encoder
 
     def prepare_tracks(self, tracks, image_size: tuple[int, int], transform, frames: int) -> np.ndarray:
-        """Tracks (TrackSet / path / dict / [N,T,2] array in image pixels) -> ``[N, T, 2]`` at model resolution."""
+        """Tracks (TrackSet / tracks JSON path / dict / [N,T,2] array in image pixels, or a video path:
+        its own motion, read off its first ``4 * cfg.frames`` frames by the Trajectory Sampler and
+        scaled onto the image) -> ``[N, T, 2]`` at model resolution."""
         from dragnuwa.tracks_io import load_tracks, parse_tracks
+        from dragnuwa.video import VIDEO_INPUTS
 
         if tracks is None:
             return np.zeros((0, frames, 2), np.float32)
-        if isinstance(tracks, (str, Path)):
+        if isinstance(tracks, (str, Path)) and Path(tracks).suffix.lower() in VIDEO_INPUTS:
+            from dragnuwa.trajectory import tracks_from_video
+
+            tracks = tracks_from_video(tracks, max_frames=4 * self.cfg.frames)[1]
+        elif isinstance(tracks, (str, Path)):
             tracks = load_tracks(tracks)
         elif isinstance(tracks, dict):
             tracks = parse_tracks(tracks)

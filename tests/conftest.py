@@ -16,3 +16,20 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "slow" in item.keywords:
                 item.add_marker(skip)
+
+
+# Sliding texture: a video with exact ground-truth motion for every pixel.
+SLIDE_SIZE, SLIDE_FRAMES, SLIDE_STEP = (160, 96), 6, (3.0, 1.0)
+
+
+@pytest.fixture
+def sliding_video(tmp_path):
+    """A 160x96 mp4 of a smooth random texture sliding 3 px right and 1 px down per frame, 6 frames."""
+    import cv2
+    import numpy as np
+
+    from dragnuwa.video import write_video
+
+    texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (140, 220, 3)).astype(np.uint8), (0, 0), 2)
+    frames = np.stack([texture[20 - t:116 - t, 30 - 3 * t:190 - 3 * t] for t in range(SLIDE_FRAMES)])
+    return write_video(tmp_path / "slide.mp4", frames)

@@ -184,24 +184,18 @@ def test_the_canvas_shades_what_the_crop_cuts_away_and_fit_reaches_the_model(tmp
     assert firsts["pad"][2, 16].max() < 40 and firsts["pad"][16, 16].min() > 150  # pad: bars above and below
 
 
-def test_a_video_gives_its_first_frame_and_its_own_motion(tmp_path):
+def test_a_video_gives_its_first_frame_and_its_own_motion(sliding_video):
     """A 160x96 texture sliding 3 px right and 1 px down per frame: the tracks read off it at half
     size (``max_side``) are scaled back, so each moves by exactly that in the first frame's pixels."""
-    import cv2
-
     from dragnuwa.trajectory import tracks_from_video
-    from dragnuwa.video import write_video
 
-    texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (140, 220, 3)).astype(np.uint8), (0, 0), 2)
-    frames = np.stack([texture[20 - t:116 - t, 30 - 3 * t:190 - 3 * t] for t in range(6)])
-    write_video(tmp_path / "slide.mp4", frames)
-    first, ts = tracks_from_video(tmp_path / "slide.mp4", max_tracks=6, max_side=80)
+    first, ts = tracks_from_video(sliding_video, max_tracks=6, max_side=80)
     assert first.shape == (96, 160, 3) and (ts.width, ts.height) == (160, 96)
     steps = np.diff(np.stack(ts.tracks), axis=1)  # [N, T-1, 2]
     assert len(ts.tracks) >= 3 and steps.shape[1] == 5
     assert np.abs(steps.mean(axis=(0, 1)) - [3.0, 1.0]).max() < 0.2, steps.mean(axis=(0, 1))
     # The UI handler: the first frame becomes the image, the tracks its drags, a new track comes next.
     state = app_mod._empty_state({"model_size": (32, 32)})
-    state, canvas, msg = app_mod.on_video_upload(str(tmp_path / "slide.mp4"), state, max_frames=4)
+    state, canvas, msg = app_mod.on_video_upload(str(sliding_video), state, max_frames=4)
     assert canvas.shape == (96, 160, 3) and state["tracks"][-1] == [] and len(state["tracks"]) >= 2
     assert all(len(t) == 4 for t in state["tracks"][:-1]) and "first 4 frames" in msg

@@ -104,22 +104,16 @@ def test_painting_the_motion_brush_in_the_page_moves_what_was_painted():
 
 
 @pytest.mark.skipif(CHROMIUM is None or _playwright() is None, reason="needs Debian's chromium and playwright")
-def test_uploading_a_video_in_the_page_gives_its_frame_and_tracks_and_fit_changes_the_view(tmp_path):
+def test_uploading_a_video_in_the_page_gives_its_frame_and_tracks_and_fit_changes_the_view(sliding_video):
     """Upload a wide video: the page reports the tracks read off it and that the crop hides the sides;
     choosing pad says the model now sees all of it."""
-    import cv2
-
-    from dragnuwa.video import write_video
-
-    texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (140, 220, 3)).astype(np.uint8), (0, 0), 2)
-    write_video(tmp_path / "slide.mp4", np.stack([texture[20 - t:116 - t, 30 - 3 * t:190 - 3 * t] for t in range(6)]))
     demo, port = _launch_tiny()
     try:
         with _playwright()() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1280, "height": 2000})
             page.goto(f"http://127.0.0.1:{port}/")
-            page.locator("#video_file input[type=file]").set_input_files(str(tmp_path / "slide.mp4"))
+            page.locator("#video_file input[type=file]").set_input_files(str(sliding_video))
             status = page.get_by_text("Tracks read off the video's first 6 frames")
             status.wait_for(timeout=60_000)
             before = status.inner_text()

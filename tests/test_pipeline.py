@@ -205,3 +205,12 @@ def test_fps_sets_the_playback_rate_and_is_checked_first(tmp_path, tiny_model_fi
         with pytest.raises(UserError, match="fps must be a number above 0 and at most 50"):
             generate_to_file(_img(), out=str(tmp_path / "x.mp4"), model=str(tmp_path / "none.safetensors"), fps=bad)
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_a_video_as_the_tracks_moves_the_image_as_the_video_moves(pipe, sliding_video):
+    """``tracks=VIDEO``: the video's own motion (3, 1) px per frame over 5 steps of its 160x96 frame,
+    scaled onto the 64x40 image (x 0.4, y 0.417) and then like the image (x 51/64, y 0.8)."""
+    res = pipe.generate(_img(), str(sliding_video), "", frames=4, steps=1, show_progress=False)
+    moved = res.tracks[:, -1] - res.tracks[:, 0]
+    assert len(moved) >= 1 and res.tracks.shape[1] == 4
+    assert np.abs(moved - [15 * 64 / 160 * 51 / 64, 5 * 40 / 96 * 0.8]).max() < 0.3, moved

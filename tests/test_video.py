@@ -162,7 +162,8 @@ def test_load_image_variants(tmp_path):
     frames[1:] = 255 - frames[1:]
     write_video(tmp_path / "clip.mp4", frames)
     first = load_image(tmp_path / "clip.mp4")
-    assert np.array_equal(first, read_video(tmp_path / "clip.mp4")[0][0]) and np.abs(first.astype(int) - frames[0]).mean() < 3
+    assert np.array_equal(first, read_video(tmp_path / "clip.mp4")[0][0])
+    assert np.abs(first.astype(int) - frames[0]).mean() < 3
     (tmp_path / "broken.mov").write_bytes(b"\0" * 100)
     with pytest.raises(UserError, match="cannot decode video"):
         load_image(tmp_path / "broken.mov")
