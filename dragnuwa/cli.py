@@ -145,8 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="dragnuwa_demo.mp4", help="output video, .mp4 or .gif (default: %(default)s)")
     s.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (model default)")
     s.add_argument("--seed", type=_seed, default=0)
-    s.add_argument("--upscale", type=_positive_int, default=1, metavar="N",
-                   help="write the video N times the model's size (bicubic), for viewing (default: 1)")
+    # 4x: the bundled model's 64 px is a thumbnail in most players; the demo is there to be watched.
+    s.add_argument("--upscale", type=_positive_int, default=4, metavar="N",
+                   help="write the video N times the model's size (bicubic), for viewing; 1 = the model's "
+                        "own size (default: %(default)s)")
     s.add_argument("--fps", type=float, default=None,
                    help="frames per second the video plays at (default: the model's, 8 for the bundled one)")
     s.set_defaults(func=cmd_demo)

@@ -34,13 +34,14 @@ def list_examples() -> list[str]:
     return sorted(p.name for p in EXAMPLES_DIR.iterdir() if (p / "image.png").is_file())
 
 
-def run_demo(out: str = "dragnuwa_demo.mp4", steps: int | None = None, seed: int = 0, upscale: int = 1,
+def run_demo(out: str = "dragnuwa_demo.mp4", steps: int | None = None, seed: int = 0, upscale: int = 4,
              fps: float | None = None) -> Path:
     """Generate the bundled example with the bundled model; write ``out`` and its overlay.
 
     Returns the path of the video (.mp4, or .gif if ``out`` names one). The overlay (tracks drawn on
     the generated video) is written beside it as ``<out>_tracks.<suffix>`` so the drag can be
-    compared with the motion. Both are ``upscale`` times the model's size, at ``fps`` (None: the model's).
+    compared with the motion. Both are ``upscale`` times the model's size (4: to be watched, not a
+    thumbnail), at ``fps`` (None: the model's).
     """
     from dragnuwa import pipeline
 

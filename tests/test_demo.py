@@ -22,7 +22,7 @@ def test_demo_writes_a_video(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == str(out)
     frames, _ = read_video(out)
-    assert frames.shape == (14, 64, 64, 3)
+    assert frames.shape == (14, 256, 256, 3)  # 4x the model's 64 px by default, to be watched
     assert read_video(tmp_path / "demo_tracks.mp4")[0].shape == frames.shape
     assert np.abs(np.diff(frames.astype(float), axis=0)).mean() > 0.5  # it moves
 
