@@ -32,6 +32,16 @@ def _positive_int(text: str) -> int:
 MAX_SEED = 2**63 - 1  # what both torch's and numpy's generators accept
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -82,7 +92,7 @@ def cmd_tracks(args: argparse.Namespace) -> None:
 
     trajectory.run_tracks_command(
         video=args.video, out=args.out, max_tracks=args.max_tracks, flow=args.flow,
-        viz=args.viz, seed=args.seed, size=args.size, max_frames=args.max_frames,
+        viz=args.viz, seed=args.seed, size=args.size, max_frames=args.max_frames, max_side=args.max_side,
     )
     print(args.out)
 
@@ -195,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--size", type=_size, default=None, help="resize/crop frames to SIZE or WxH first")
     s.add_argument("--max-frames", type=_positive_int, default=None)
+    s.add_argument("--max-side", type=_non_negative_int, default=512, metavar="PX",
+                   help="run optical flow on frames scaled down to at most PX a side (faster; the JSON keeps "
+                        "the video's size); 0 = full resolution (default: %(default)s)")
     s.set_defaults(func=cmd_tracks)
 
     s = sub.add_parser("synth", help="procedural clips with exact flow, tracks and captions")

@@ -232,9 +232,28 @@ class TrajectorySampler:
         return sample_tracks(pool, self.max_tracks, rng)
 
 
+def sample_video_tracks(frames: np.ndarray, max_tracks: int = 8, seed: int = 0, max_side: int | None = 512,
+                        flow: str = "dis", progress: bool = False) -> tuple[np.ndarray, int]:
+    """The Trajectory Sampler on ``uint8 [T, H, W, 3]`` frames scaled so the longer side is at most
+    ``max_side`` (flow costs by the pixel, and drags need no more; None or 0: as they are), tracks
+    scaled back -> (``[n, T, 2]`` in the frames' pixels, how many candidate tracks there were)."""
+    H, W = frames.shape[1:3]
+    s = min(1.0, max_side / max(H, W)) if max_side else 1.0
+    w, h = max(1, round(W * s)), max(1, round(H * s))
+    small = frames if (w, h) == (W, H) else np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
+                                                      for f in frames])
+    sampler, rng = TrajectorySampler(max_tracks=max_tracks, flow=flow), np.random.default_rng(seed)
+    cands = sampler.candidates(small, rng, progress=progress)
+    tracks = sampler.choose(cands, rng)  # same draws as sampler.sample(small, rng)
+    return tracks * np.array([W / w, H / h]), len(cands)
+
+
 def run_tracks_command(video: str, out: str, max_tracks: int = 8, flow: str = "dis", viz: str | None = None,
-                       seed: int = 0, size: tuple[int, int] | None = None, max_frames: int | None = None) -> Path:
-    """`dragnuwa tracks`: the Trajectory Sampler on a video -> tracks JSON (+ optional overlay video, .mp4 or .gif)."""
+                       seed: int = 0, size: tuple[int, int] | None = None, max_frames: int | None = None,
+                       max_side: int | None = 512) -> Path:
+    """`dragnuwa tracks`: the Trajectory Sampler on a video -> tracks JSON (+ optional overlay video, .mp4 or .gif).
+    ``size`` fits the frames to W x H first; ``max_side`` bounds the size flow runs at (the JSON keeps
+    the frames' size)."""
     from dragnuwa import video as vio
     from dragnuwa.errors import check_output
     from dragnuwa.flow import get_flow
@@ -248,13 +267,11 @@ def run_tracks_command(video: str, out: str, max_tracks: int = 8, flow: str = "d
     if viz:
         vio.check_video_path(viz, "--viz")
     frames, fps = vio.read_video(video, size=size, max_frames=max_frames)
-    sampler, rng = TrajectorySampler(max_tracks=max_tracks, flow=flow), np.random.default_rng(seed)
-    cands = sampler.candidates(frames, rng, progress=True)
-    if len(cands) < max_tracks:
+    tracks, found = sample_video_tracks(frames, max_tracks, seed, max_side, flow, progress=True)
+    if found < max_tracks:
         # Few survivors usually means flat regions where the forward-backward check rejects the flow.
-        print(f"only {len(cands)} trackable points for {max_tracks} tracks; on low-texture video "
+        print(f"only {found} trackable points for {max_tracks} tracks; on low-texture video "
               "`--flow farneback` keeps more", file=sys.stderr)
-    tracks = sampler.choose(cands, rng)  # same draws as sampler.sample(frames, rng)
     H, W = frames.shape[1:3]
     save_tracks(out, TrackSet.from_array(tracks, W, H))
     if viz:
@@ -272,9 +289,6 @@ def tracks_from_video(video: str | Path, max_tracks: int = 8, seed: int = 0, max
     from dragnuwa.tracks_io import TrackSet
 
     frames, _ = vio.read_video(video, max_frames=max_frames)
+    tracks, _ = sample_video_tracks(frames, max_tracks, seed, max_side, flow)
     H, W = frames.shape[1:3]
-    s = min(1.0, max_side / max(H, W))
-    w, h = max(1, round(W * s)), max(1, round(H * s))
-    small = frames if s == 1 else np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames])
-    tracks = TrajectorySampler(max_tracks=max_tracks, flow=flow).sample(small, np.random.default_rng(seed))
-    return frames[0], TrackSet.from_array(tracks, w, h).rescaled(W, H)
+    return frames[0], TrackSet.from_array(tracks, W, H)

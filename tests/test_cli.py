@@ -29,6 +29,21 @@ def test_synth_then_tracks_with_overlay(tmp_path):
     assert frames.shape == (8, 128, 128, 3)
 
 
+def test_tracks_run_flow_at_max_side_and_keep_the_video_size(tmp_path, sliding_video):
+    """The sliding texture (3, 1) px per frame at 160x96: flow at 80 px a side, or at full size,
+    gives tracks in the video's pixels that move by that step."""
+    for side in ("80", "0"):
+        out = tmp_path / f"t{side}.json"
+        r = run("tracks", str(sliding_video), "--out", str(out), "--max-tracks", "5", "--max-side", side)
+        assert r.returncode == 0, r.stderr
+        obj = json.loads(out.read_text())
+        steps = np.diff(np.array(obj["tracks"], float), axis=1)
+        assert (obj["width"], obj["height"]) == (160, 96) and steps.shape[1:] == (5, 2)
+        assert np.abs(steps.mean(axis=(0, 1)) - [3.0, 1.0]).max() < 0.2, (side, steps.mean(axis=(0, 1)))
+    r = run("tracks", str(sliding_video), "--out", str(tmp_path / "t.json"), "--max-side", "-1")
+    assert r.returncode == 2 and "expected 0 or more" in r.stderr
+
+
 def test_bad_inputs_exit_2_with_one_line(tmp_path):
     (tmp_path / "corrupt.mp4").write_bytes(os.urandom(2000))
     (tmp_path / "a_file").write_text("not a folder")
