@@ -83,6 +83,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         frames=args.frames, steps=args.steps, seed=args.seed, guidance=args.guidance,
         traj_guidance=args.traj_guidance, model=args.model, overlay=args.overlay, fit=args.fit,
         motion_init=args.motion_init, motion_region=args.motion_region, upscale=args.upscale, fps=args.fps,
+        variants=args.variants,
     )
     print(out)
 
@@ -188,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "object under it (found by GrabCut); with --brush, the painted regions instead")
     s.add_argument("--model", default="bundled", help="'bundled' or a model .safetensors path")
     s.add_argument("--overlay", default=None, help="also write the video with the tracks drawn (.mp4 or .gif)")
+    s.add_argument("--variants", type=_positive_int, default=1, metavar="N",
+                   help="sample N seeds from --seed on: each video as OUT_seed<S>, and OUT shows them side by side")
     s.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop",
                    help="how an image of another aspect ratio is fitted (default: %(default)s)")
     s.add_argument("--upscale", type=_positive_int, default=1, metavar="N",

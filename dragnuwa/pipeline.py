@@ -23,6 +23,7 @@ from dragnuwa.tracks_io import TrackSet
 
 BUNDLED_MODEL = Path(__file__).parent / "assets" / "model" / "dragnuwa_small.safetensors"
 MAX_STEPS = 1000
+MAX_VARIANTS = 16  # seeds side by side in one video: 4 x 4 tiles at most
 MAX_FPS = 50  # a GIF cannot show frames faster (its delays are whole hundredths, at least 2)
 # Motion init moves the image along the motion input, so it needs both conditions: dropping either
 # (guidance's null passes, the evaluation's ablations) samples from pure noise.
@@ -103,22 +104,29 @@ class Pipeline:
             self._text_encoder = shared_text_encoder()
         return self._text_encoder
 
-    def prepare_tracks(self, tracks, image_size: tuple[int, int], transform, frames: int) -> np.ndarray:
-        """Tracks (TrackSet / tracks JSON path / dict / [N,T,2] array in image pixels, or a video path:
-        its own motion, read off its first ``4 * cfg.frames`` frames by the Trajectory Sampler and
-        scaled onto the image) -> ``[N, T, 2]`` at model resolution."""
-        from dragnuwa.tracks_io import load_tracks, parse_tracks
+    def read_tracks(self, tracks):
+        """A tracks file -> ``TrackSet``: a tracks JSON, or a video, whose own motion the Trajectory
+        Sampler reads off its first ``4 * cfg.frames`` frames. Anything else is returned as it is."""
+        from dragnuwa.tracks_io import load_tracks
         from dragnuwa.video import VIDEO_INPUTS
+
+        if not isinstance(tracks, (str, Path)):
+            return tracks
+        if Path(tracks).suffix.lower() in VIDEO_INPUTS:
+            from dragnuwa.trajectory import tracks_from_video
+
+            return tracks_from_video(tracks, max_frames=4 * self.cfg.frames)[1]
+        return load_tracks(tracks)
+
+    def prepare_tracks(self, tracks, image_size: tuple[int, int], transform, frames: int) -> np.ndarray:
+        """Tracks (TrackSet / dict / [N,T,2] array in image pixels, or a file for ``read_tracks``;
+        scaled onto the image) -> ``[N, T, 2]`` at model resolution."""
+        from dragnuwa.tracks_io import parse_tracks
 
         if tracks is None:
             return np.zeros((0, frames, 2), np.float32)
-        if isinstance(tracks, (str, Path)) and Path(tracks).suffix.lower() in VIDEO_INPUTS:
-            from dragnuwa.trajectory import tracks_from_video
-
-            tracks = tracks_from_video(tracks, max_frames=4 * self.cfg.frames)[1]
-        elif isinstance(tracks, (str, Path)):
-            tracks = load_tracks(tracks)
-        elif isinstance(tracks, dict):
+        tracks = self.read_tracks(tracks)
+        if isinstance(tracks, dict):
             tracks = parse_tracks(tracks)
         elif isinstance(tracks, np.ndarray):
             tracks = TrackSet.from_array(tracks, *image_size)
@@ -327,9 +335,12 @@ def load_pipeline(model="bundled") -> Pipeline:
 def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", out: str = "out.mp4", frames=None,
                      steps=None, seed: int = 0, guidance=None, traj_guidance=None, model="bundled", overlay=None,
                      fit: str = "crop", motion_init=None, motion_region: str = "disc", upscale: int = 1,
-                     fps: float | None = None) -> Path:
+                     fps: float | None = None, variants: int = 1) -> Path:
     """`dragnuwa generate`: one video written atomically to ``out`` (.mp4 or .gif; + optional tracks
-    overlay), ``upscale`` times the model's size, played at ``fps`` (None: the model's)."""
+    overlay), ``upscale`` times the model's size, played at ``fps`` (None: the model's).
+
+    ``variants`` > 1 samples seeds ``seed .. seed + variants - 1``: each video goes to
+    ``<out stem>_seed<S><suffix>``, and ``out`` (and ``overlay``) shows them side by side, labelled."""
     from dragnuwa.video import check_upscale, check_video_path
 
     # Before the model loads: nothing is sampled for a file that cannot be written.
@@ -341,17 +352,52 @@ def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", 
         raise UserError(f"fps must be a number above 0 and at most {MAX_FPS}, got {fps:g}")
     if brush is not None and tracks is None:
         raise UserError("--brush needs --tracks: the drags say where the painted regions go")
+    if not (isinstance(variants, int) and 1 <= variants <= MAX_VARIANTS):
+        raise UserError(f"variants must be a whole number from 1 to {MAX_VARIANTS}, got {variants}")
     if tracks is None and flow is None:
         print("note: no --tracks or --flow given: the motion follows the text and image alone")
     pipe = load_pipeline(model)
-    res = pipe.generate(image, tracks=tracks, text=text, frames=frames, steps=steps, seed=seed, guidance=guidance,
-                        traj_guidance=traj_guidance, flow=flow, fit=fit, motion_init=motion_init,
-                        motion_region=motion_region, brush=brush)
-    path, _ = write_outputs(res, out, overlay, fps or pipe.cfg.fps, upscale)
-    print(describe(res.info, upscale))
-    for line in warnings(res.info):
+    fps = fps or pipe.cfg.fps
+    if variants == 1:
+        res = pipe.generate(image, tracks=tracks, text=text, frames=frames, steps=steps, seed=seed,
+                            guidance=guidance, traj_guidance=traj_guidance, flow=flow, fit=fit,
+                            motion_init=motion_init, motion_region=motion_region, brush=brush)
+        path, _ = write_outputs(res, out, overlay, fps, upscale)
+        print(describe(res.info, upscale))
+        for line in warnings(res.info):
+            print(f"warning: {line}", file=sys.stderr)
+        return path
+    return _write_variants(pipe, dict(image=image, tracks=pipe.read_tracks(tracks), text=text, frames=frames,
+                                      steps=steps, guidance=guidance, traj_guidance=traj_guidance, flow=flow, fit=fit,
+                                      motion_init=motion_init, motion_region=motion_region, brush=brush),
+                           seed, variants, Path(out), overlay, fps, upscale)
+
+
+def _write_variants(pipe, kwargs: dict, seed: int, variants: int, out: Path, overlay, fps: float,
+                    upscale: int) -> Path:
+    """``variants`` seeds from ``seed``: each video beside ``out`` (``_seed<S>``), then ``out`` (and
+    ``overlay``) with all of them side by side, each labelled with its seed."""
+    from dragnuwa.video import upscale as enlarge, write_video
+    from dragnuwa.viz import tile_videos
+
+    seeds = [seed + k for k in range(variants)]
+    if seeds[-1] >= 2**63:
+        raise UserError(f"seeds {seeds[0]}..{seeds[-1]} pass 2^63 - 1: start from a smaller --seed")
+    videos, drawn = [], []
+    for s in tqdm(seeds, desc="variants", unit="video", leave=False):
+        res = pipe.generate(seed=s, show_progress=False, **kwargs)
+        path, _ = write_outputs(res, out.with_name(f"{out.stem}_seed{s}{out.suffix}"), None, fps, upscale)
+        tqdm.write(f"{path}: {describe(res.info, upscale)}")  # above the progress bar, not through it
+        frames = enlarge(res.frames, upscale)
+        videos.append(frames)
+        if overlay:
+            drawn.append(overlay_frames(res, frames, upscale))
+    for line in warnings(res.info):  # the same inputs each time: say it once
         print(f"warning: {line}", file=sys.stderr)
-    return path
+    labels = [f"seed {s}" for s in seeds]
+    if overlay:
+        write_video(overlay, tile_videos(drawn, labels), fps)
+    return write_video(out, tile_videos(videos, labels), fps)
 
 
 def describe(info: dict, upscale: int = 1) -> str:
@@ -387,13 +433,18 @@ def write_outputs(res, out, overlay=None, fps: float = 8.0, upscale: int = 1) ->
     outlined), ``upscale`` times the model's size (bicubic; the tracks are drawn at the larger size,
     so they stay thin), each atomically."""
     from dragnuwa.video import upscale as enlarge, write_video
-    from dragnuwa.viz import draw_regions, draw_tracks
 
     frames = enlarge(res.frames, upscale)
     path = write_video(out, frames, fps)
-    drawn = None
-    if overlay:
-        brush = getattr(res, "brush", None)  # any object with frames and tracks will do
-        marked = frames if brush is None else draw_regions(frames, brush[0] * upscale, brush[1], upscale)
-        drawn = write_video(overlay, draw_tracks(marked, np.asarray(res.tracks) * upscale), fps)
+    drawn = write_video(overlay, overlay_frames(res, frames, upscale), fps) if overlay else None
     return path, drawn
+
+
+def overlay_frames(res, frames: np.ndarray, upscale: int = 1) -> np.ndarray:
+    """A generation's tracks (and a motion brush's regions, outlined) drawn on its ``frames``, which
+    are ``upscale`` times the model's size (the drawing is done at that size, so lines stay thin)."""
+    from dragnuwa.viz import draw_regions, draw_tracks
+
+    brush = getattr(res, "brush", None)  # any object with frames and tracks will do
+    marked = frames if brush is None else draw_regions(frames, brush[0] * upscale, brush[1], upscale)
+    return draw_tracks(marked, np.asarray(res.tracks) * upscale)

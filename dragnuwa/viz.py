@@ -96,3 +96,27 @@ def draw_regions(frames: np.ndarray, tracks: np.ndarray, regions: list[np.ndarra
             polys = [np.round((shape + track[ti]) * 16).astype(np.int32) for shape in shapes]
             cv2.polylines(out[t], polys, True, (255, 255, 255), width, cv2.LINE_AA, shift=4)
     return out
+
+
+def tile_videos(videos: list[np.ndarray], labels: list[str] | None = None, cols: int = 4, gap: int = 2) -> np.ndarray:
+    """Videos of one size (``uint8 [T, H, W, 3]`` each) side by side, ``cols`` to a row, ``gap`` px
+    of black between them, each with its label in the top-left corner -> one ``uint8`` video."""
+    T, H, W = videos[0].shape[:3]
+    cols = min(cols, len(videos))
+    rows = -(-len(videos) // cols)
+    out = np.zeros((T, rows * H + (rows - 1) * gap, cols * W + (cols - 1) * gap, 3), np.uint8)
+    scale = max(0.3, H / 256 * 0.6)  # readable on a 256 px tile, still there on a 64 px one
+    for k, video in enumerate(videos):
+        y, x = (k // cols) * (H + gap), (k % cols) * (W + gap)
+        tile = video.copy()
+        if labels:
+            font = cv2.FONT_HERSHEY_SIMPLEX
+            (text_w, text_h), base = cv2.getTextSize(labels[k], font, scale, 1)
+            m = max(2, round(6 * scale))
+            # Light text on a darkened box: readable on any background.
+            box = tile[:, :text_h + base + 2 * m, :text_w + 2 * m]
+            box[:] = (box * 0.35).astype(np.uint8)
+            for frame in tile:
+                cv2.putText(frame, labels[k], (m, text_h + m), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        out[:, y:y + H, x:x + W] = tile
+    return out

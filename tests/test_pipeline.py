@@ -214,3 +214,32 @@ def test_a_video_as_the_tracks_moves_the_image_as_the_video_moves(pipe, sliding_
     moved = res.tracks[:, -1] - res.tracks[:, 0]
     assert len(moved) >= 1 and res.tracks.shape[1] == 4
     assert np.abs(moved - [15 * 64 / 160 * 51 / 64, 5 * 40 / 96 * 0.8]).max() < 0.3, moved
+
+
+def test_variants_write_each_seed_and_a_labelled_grid(tmp_path, tiny_model_file):
+    """``variants=3`` from seed 5: seeds 5, 6, 7 each in their own file, identical to a run of that
+    seed alone, and side by side in ``out`` (2 px of black between tiles, a label box top-left)."""
+    from dragnuwa.pipeline import generate_to_file
+    from dragnuwa.video import read_video
+
+    tracks = np.array([[[10.0, 10.0], [30.0, 20.0]]])
+    out = generate_to_file(_img(), tracks=tracks, out=str(tmp_path / "v.mp4"), steps=2, seed=5, variants=3,
+                           model=str(tiny_model_file), overlay=str(tmp_path / "o.mp4"), upscale=2)
+    alone = read_video(generate_to_file(_img(), tracks=tracks, out=str(tmp_path / "six.mp4"), steps=2, seed=6,
+                                        model=str(tiny_model_file), upscale=2))[0]
+    each = [read_video(tmp_path / f"v_seed{s}.mp4")[0] for s in (5, 6, 7)]
+    assert np.array_equal(each[1], alone) and not np.array_equal(each[0], each[1])
+    grid, drawn = read_video(out)[0].astype(int), read_video(tmp_path / "o.mp4")[0].astype(int)
+    assert grid.shape == drawn.shape == (4, 64, 3 * 64 + 2 * 2, 3)
+    assert grid[:, :, 64:66].max() < 30  # the gap
+    for k in range(3):  # below the label, each tile is its seed's video (this noise model's: up to the codec)
+        tile = grid[:, 24:, k * 66:k * 66 + 64]
+        diffs = [np.abs(tile - e[:, 24:]).mean() for e in each]
+        assert np.argmin(diffs) == k and diffs[k] < 0.5 * min(d for j, d in enumerate(diffs) if j != k), diffs
+    assert np.abs(drawn - grid).max() > 40  # the tracks are drawn on the overlay's tiles
+    with pytest.raises(UserError, match="variants must be a whole number from 1 to 16"):
+        generate_to_file(_img(), out=str(tmp_path / "x.mp4"), model=str(tmp_path / "none"), variants=17)
+    with pytest.raises(UserError, match="pass 2\\^63 - 1"):
+        generate_to_file(_img(), out=str(tmp_path / "x.mp4"), model=str(tiny_model_file), steps=1,
+                         seed=2**63 - 2, variants=3)
+    assert not (tmp_path / "x.mp4").exists()
