@@ -354,6 +354,8 @@ def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", 
         raise UserError("--brush needs --tracks: the drags say where the painted regions go")
     if not (isinstance(variants, int) and 1 <= variants <= MAX_VARIANTS):
         raise UserError(f"variants must be a whole number from 1 to {MAX_VARIANTS}, got {variants}")
+    if variants > 1 and isinstance(seed, int) and seed + variants - 1 >= 2**63:
+        raise UserError(f"seeds {seed}..{seed + variants - 1} pass 2^63 - 1: start from a smaller --seed")
     if tracks is None and flow is None:
         print("note: no --tracks or --flow given: the motion follows the text and image alone")
     pipe = load_pipeline(model)
@@ -381,8 +383,6 @@ def _write_variants(pipe, kwargs: dict, seed: int, variants: int, out: Path, ove
     from dragnuwa.viz import tile_videos
 
     seeds = [seed + k for k in range(variants)]
-    if seeds[-1] >= 2**63:
-        raise UserError(f"seeds {seeds[0]}..{seeds[-1]} pass 2^63 - 1: start from a smaller --seed")
     videos, drawn = [], []
     for s in tqdm(seeds, desc="variants", unit="video", leave=False):
         res = pipe.generate(seed=s, show_progress=False, **kwargs)
