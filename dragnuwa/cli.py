@@ -202,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("tracks", help="Trajectory Sampler on a real video")
     s.add_argument("video")
     s.add_argument("--out", required=True, help="tracks JSON to write")
-    s.add_argument("--max-tracks", type=_positive_int, default=8)
+    s.add_argument("--max-tracks", type=_positive_int, default=8,
+                   help="tracks to draw, preferring moving points (fewer only when fewer can be tracked; "
+                        "default: %(default)s)")
     s.add_argument("--flow", default="dis", help="optical-flow backend (default: %(default)s)")
     s.add_argument("--viz", default=None, help="also write an overlay video with the tracks drawn (.mp4 or .gif)")
     s.add_argument("--seed", type=_seed, default=0)

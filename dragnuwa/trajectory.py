@@ -201,6 +201,9 @@ class TrajectorySampler:
     jitter: float = 0.5
     fb_tolerance: float = 1.0
     min_motion: float = 0.5  # px of path length below which a track counts as still
+    # The paper draws 1..max_tracks tracks (training sees few and many); a user extracting a
+    # video's motion to reuse it wants them all, so the user-facing tools set this to max_tracks.
+    min_tracks: int = 1
 
     def candidates(self, frames: np.ndarray, rng: np.random.Generator, progress: bool = False,
                    flows: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
@@ -229,20 +232,22 @@ class TrajectorySampler:
         if len(pool) == 0:
             raise UserError("no trackable points: every track left the frame or failed the consistency check "
                             "(a low-texture video? `dragnuwa tracks --flow farneback` is smoother)")
-        return sample_tracks(pool, self.max_tracks, rng)
+        return sample_tracks(pool, self.max_tracks, rng, self.min_tracks)
 
 
 def sample_video_tracks(frames: np.ndarray, max_tracks: int = 8, seed: int = 0, max_side: int | None = 512,
                         flow: str = "dis", progress: bool = False) -> tuple[np.ndarray, int]:
     """The Trajectory Sampler on ``uint8 [T, H, W, 3]`` frames scaled so the longer side is at most
     ``max_side`` (flow costs by the pixel, and drags need no more; None or 0: as they are), tracks
-    scaled back -> (``[n, T, 2]`` in the frames' pixels, how many candidate tracks there were)."""
+    scaled back -> (``[n, T, 2]`` in the frames' pixels, how many candidate tracks there were).
+    ``n`` is ``max_tracks`` (motion-weighted), or all candidates when there are fewer."""
     H, W = frames.shape[1:3]
     s = min(1.0, max_side / max(H, W)) if max_side else 1.0
     w, h = max(1, round(W * s)), max(1, round(H * s))
     small = frames if (w, h) == (W, H) else np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
                                                       for f in frames])
-    sampler, rng = TrajectorySampler(max_tracks=max_tracks, flow=flow), np.random.default_rng(seed)
+    sampler = TrajectorySampler(max_tracks=max_tracks, flow=flow, min_tracks=max_tracks)
+    rng = np.random.default_rng(seed)
     cands = sampler.candidates(small, rng, progress=progress)
     tracks = sampler.choose(cands, rng)  # same draws as sampler.sample(small, rng)
     return tracks * np.array([W / w, H / h]), len(cands)

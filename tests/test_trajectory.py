@@ -120,11 +120,12 @@ def test_too_few_tracks_point_to_a_smoother_flow(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(trajectory.TrajectorySampler, "candidates", lambda self, *a, **k: two)
     out = trajectory.run_tracks_command(str(video), str(tmp_path / "t.json"), max_tracks=4)
     assert out.is_file() and "only 2 trackable points for 4 tracks" in capsys.readouterr().err
-    # Enough candidates: no warning, even when the sampler draws fewer than max_tracks (seed 1 draws 2).
+    # Enough candidates: no warning, and all max_tracks are drawn (the paper's 1..N is for training).
     eight = np.concatenate([two] * 4)
     monkeypatch.setattr(trajectory.TrajectorySampler, "candidates", lambda self, *a, **k: eight)
-    trajectory.run_tracks_command(str(video), str(tmp_path / "t.json"), max_tracks=4, seed=1)
-    assert len(json.loads((tmp_path / "t.json").read_text())["tracks"]) == 2
+    for seed in range(3):
+        trajectory.run_tracks_command(str(video), str(tmp_path / "t.json"), max_tracks=4, seed=seed)
+        assert len(json.loads((tmp_path / "t.json").read_text())["tracks"]) == 4
     assert "trackable points" not in capsys.readouterr().err
     monkeypatch.setattr(trajectory.TrajectorySampler, "candidates", lambda self, *a, **k: two[:0])
     with pytest.raises(UserError, match="--flow farneback"):
