@@ -201,36 +201,53 @@ def on_video_upload(file, state, max_frames: int | None = None, max_tracks: int 
 def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, frames: int, steps: int, seed: int,
                    guidance: float, traj_guidance: float, progress=None,
                    motion_init: float | None = None, motion_region: str = "disc",
-                   upscale: int = 1, brush: np.ndarray | None = None, fit: str = "crop") -> tuple[str, ...]:
+                   upscale: int = 1, brush: np.ndarray | None = None, fit: str = "crop",
+                   variants: int = 1) -> tuple[str, ...]:
     """Generate and write the video, the overlay, the tracks JSON and the video as a GIF (to share)
     into a fresh folder -> their paths; the videos ``upscale`` times the model's size. ``brush``: the
     painted regions that move along the tracks (``bool [H, W]`` over the image) or None; when given,
     it is written too (brush.png, white on black) and its path comes fifth. ``fit``: how an image of
-    another aspect ratio is fitted (crop, pad, stretch)."""
-    from dragnuwa.pipeline import write_outputs
+    another aspect ratio is fitted (crop, pad, stretch). ``variants`` > 1: that many seeds from
+    ``seed``, side by side (labelled) in the video, overlay and GIF, and each alone as
+    ``dragnuwa_seed<S>.mp4`` at the end of the paths."""
+    from dragnuwa.pipeline import MAX_VARIANTS, overlay_frames
     from dragnuwa.tracks_io import parse_tracks, save_tracks
     from dragnuwa.video import upscale as enlarge, write_video
+    from dragnuwa.viz import tile_videos
 
+    variants = int(variants)
+    if not 1 <= variants <= MAX_VARIANTS:
+        raise UserError(f"variants must be from 1 to {MAX_VARIANTS}, got {variants}")
     ts = parse_tracks(tracks) if tracks and tracks.get("tracks") else None
-    res = pipe.generate(image, ts, text or "", frames=int(frames), steps=int(steps), seed=int(seed),
-                        guidance=float(guidance), traj_guidance=float(traj_guidance), progress=progress,
-                        show_progress=False, motion_init=None if motion_init is None else float(motion_init),
-                        motion_region=motion_region, brush=brush, fit=fit)
     out = Path(tempfile.mkdtemp(prefix="dragnuwa_app_"))
-    video, overlay = write_outputs(res, out / "dragnuwa.mp4", out / "dragnuwa_tracks.mp4", pipe.cfg.fps, upscale)
+    fps, seeds = pipe.cfg.fps, [int(seed) + k for k in range(variants)]
+    videos, drawn, singles = [], [], []
+    for k, s in enumerate(seeds):
+        # One progress bar over all the variants' steps.
+        step = None if progress is None else (lambda i, n, k=k: progress(k * n + i, variants * n))
+        res = pipe.generate(image, ts, text or "", frames=int(frames), steps=int(steps), seed=s,
+                            guidance=float(guidance), traj_guidance=float(traj_guidance), progress=step,
+                            show_progress=False, motion_init=None if motion_init is None else float(motion_init),
+                            motion_region=motion_region, brush=brush, fit=fit)
+        videos.append(enlarge(res.frames, upscale))
+        drawn.append(overlay_frames(res, videos[-1], upscale))
+        if variants > 1:
+            singles.append(str(write_video(out / f"dragnuwa_seed{s}.mp4", videos[-1], fps)))
+    labels = [f"seed {s}" for s in seeds] if variants > 1 else None
+    video, overlay = tile_videos(videos, labels), tile_videos(drawn, labels)
+    paths = [write_video(out / "dragnuwa.mp4", video, fps), write_video(out / "dragnuwa_tracks.mp4", overlay, fps)]
     tpath = out / "tracks.json"
     if ts is not None:
         save_tracks(tpath, ts)
     else:
         tpath.write_text(json.dumps({"width": image.shape[1], "height": image.shape[0], "tracks": []}))
-    gif = write_video(out / "dragnuwa.gif", enlarge(res.frames, upscale), pipe.cfg.fps)
-    paths = [str(video), str(overlay), str(tpath), str(gif)]
+    paths += [tpath, write_video(out / "dragnuwa.gif", video, fps)]
     if brush is not None:  # the painting, to reuse with `dragnuwa generate --brush`
         from PIL import Image
 
         Image.fromarray(np.asarray(brush, np.uint8) * 255).save(out / "brush.png")
-        paths.append(str(out / "brush.png"))
-    return tuple(paths)
+        paths.append(out / "brush.png")
+    return tuple(str(p) for p in paths) + tuple(singles)
 
 
 def build_app(model="bundled"):
@@ -277,16 +294,17 @@ def build_app(model="bundled"):
             state["brush"] = load_brush(ex["brush"])
         return state, _render(state), _summary(state), ex["prompt"].read_text().strip()
 
-    def generate(state, text, frames, steps, seed, guidance, traj_guidance, motion_init, motion_region, editor,
-                 progress=gr.Progress()):
+    def generate(state, text, frames, steps, seed, variants, guidance, traj_guidance, motion_init, motion_region,
+                 editor, progress=gr.Progress()):
         if state["image"] is None:
             raise gr.Error("Upload an image or pick an example first.")
         progress(0, desc="sampling")
-        video, overlay, tpath, gif, *brush = run_generation(
+        video, overlay, tpath, gif, *rest = run_generation(
             pipe, state["image"], tracks_json(state), text, frames, steps, seed, guidance, traj_guidance,
             progress=lambda i, n: progress(i / n, desc=f"sampling step {i}/{n}"), motion_init=motion_init,
-            motion_region=motion_region, upscale=VIEW_UPSCALE, brush=brush_mask(editor), fit=state["fit"])
-        return video, overlay, [video, gif, tpath, *brush]
+            motion_region=motion_region, upscale=VIEW_UPSCALE, brush=brush_mask(editor), fit=state["fit"],
+            variants=variants)
+        return video, overlay, [video, gif, tpath, *rest]
 
     def generate_api(image_path, tracks_text, text, frames, steps, seed, guidance, traj_guidance):
         """API endpoint: an image file + a tracks JSON string -> (video, tracks JSON file)."""
@@ -342,6 +360,8 @@ def build_app(model="bundled"):
                     steps = gr.Slider(1, 100, value=cfg.steps, step=1, label="Steps")
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                    variants = gr.Slider(1, 4, value=1, step=1, label="Variants",
+                                         info="seeds from Seed on, side by side")
                     guidance = gr.Slider(0, 10, value=cfg.text_guidance, step=0.1, label="Text guidance")
                     traj_guidance = gr.Slider(0, 10, value=cfg.traj_guidance, step=0.1, label="Trajectory guidance")
                 motion_init = gr.Slider(0, 4, value=cfg.motion_init, step=0.1, label="Motion init (0 = off)",
@@ -367,7 +387,8 @@ def build_app(model="bundled"):
         examples.change(guarded(with_fresh_brush(pick_example)), [examples, state], editing + [text, brush],
                         api_name=False)
         go.click(guarded(generate),
-                 [state, text, frames, steps, seed, guidance, traj_guidance, motion_init, motion_region, brush],
+                 [state, text, frames, steps, seed, variants, guidance, traj_guidance, motion_init, motion_region,
+                  brush],
                  [video, overlay, downloads], api_name=False)
         # Hidden API for scripts and tests (gradio_client): image file + tracks JSON text.
         api_in = [gr.File(visible=False), gr.Textbox(visible=False), gr.Textbox(visible=False),

@@ -199,3 +199,32 @@ def test_a_video_gives_its_first_frame_and_its_own_motion(sliding_video):
     state, canvas, msg = app_mod.on_video_upload(str(sliding_video), state, max_frames=4)
     assert canvas.shape == (96, 160, 3) and state["tracks"][-1] == [] and len(state["tracks"]) >= 2
     assert all(len(t) == 4 for t in state["tracks"][:-1]) and "first 4 frames" in msg
+
+
+def test_the_ui_variants_are_side_by_side_and_each_downloadable():
+    """Variants 2 from seed 3: the video and overlay show seeds 3 and 4 side by side, each is also a
+    download of its own, and one progress bar runs over both variants' steps."""
+    from dragnuwa.models.config import get_preset
+    from dragnuwa.models.dragnuwa import DragNUWA
+    from dragnuwa.pipeline import Pipeline
+    from dragnuwa.video import read_video
+
+    torch.manual_seed(0)
+    pipe = Pipeline(DragNUWA(get_preset("tiny")))
+    image = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    tracks = {"width": 32, "height": 32, "tracks": [[[10, 10], [20, 12]]]}
+    ticks = []
+    paths = app_mod.run_generation(pipe, image, tracks, "", 4, 3, 3, 1.0, 1.0, upscale=2, variants=2,
+                                   progress=lambda i, n: ticks.append((i, n)))
+    video, overlay, _, gif, *singles = paths
+    assert [p.rsplit("/", 1)[-1] for p in singles] == ["dragnuwa_seed3.mp4", "dragnuwa_seed4.mp4"]
+    grid = read_video(video)[0]
+    assert grid.shape == (4, 64, 2 * 64 + 2, 3) and read_video(overlay)[0].shape == grid.shape
+    assert read_video(gif)[0].shape == grid.shape
+    one, two = (read_video(p)[0].astype(int) for p in singles)
+    assert np.abs(one - two).mean() > 5  # two seeds, two videos
+    assert np.abs(grid[:, 24:, 66:].astype(int) - two[:, 24:]).mean() < np.abs(grid[:, 24:, 66:] - one[:, 24:]).mean()
+    assert ticks[-1][0] == ticks[-1][1] and [t[0] for t in ticks] == sorted(t[0] for t in ticks)
+    assert len({n for _, n in ticks}) == 1  # one total for the whole run
+    with pytest.raises(UserError, match="variants must be from 1 to 16"):
+        app_mod.run_generation(pipe, image, tracks, "", 4, 1, 0, 1.0, 1.0, variants=0)
