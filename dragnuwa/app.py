@@ -360,8 +360,8 @@ def build_app(model="bundled"):
                     steps = gr.Slider(1, 100, value=cfg.steps, step=1, label="Steps")
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-                    variants = gr.Slider(1, 4, value=1, step=1, label="Variants",
-                                         info="seeds from Seed on, side by side")
+                    variants = gr.Slider(1, 4, value=1, step=1, label="Variants (seeds from Seed on, side by side)")
+                with gr.Row():
                     guidance = gr.Slider(0, 10, value=cfg.text_guidance, step=0.1, label="Text guidance")
                     traj_guidance = gr.Slider(0, 10, value=cfg.traj_guidance, step=0.1, label="Trajectory guidance")
                 motion_init = gr.Slider(0, 4, value=cfg.motion_init, step=0.1, label="Motion init (0 = off)",
