@@ -40,7 +40,7 @@ def test_page_renders_image_and_controls(tmp_path):
         demo.close()
     # The page was rendered by its JavaScript: the controls exist in the DOM, not just the HTML shell.
     for text in ("Generate", "New track", "Undo point", "Reset", "Prompt", "Click to draw tracks", "Motion init moves",
-                 "Motion brush"):
+                 "Motion brush", "Variants", "Fit to the model", "or a video"):
         assert text in dom, text
     # The canvas shows the bundled example image (an <img> inside the canvas component).
     canvas = dom[dom.index('id="canvas"'):]
