@@ -366,7 +366,7 @@ def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", 
                             motion_init=motion_init, motion_region=motion_region, brush=brush)
         path, _ = write_outputs(res, out, overlay, fps, upscale)
         print(describe(res.info, upscale))
-        for line in warnings(res.info):
+        for line in input_warnings(res.info):
             print(f"warning: {line}", file=sys.stderr)
         return path
     return _write_variants(pipe, dict(image=image, tracks=pipe.read_tracks(tracks), text=text, frames=frames,
@@ -392,7 +392,7 @@ def _write_variants(pipe, kwargs: dict, seed: int, variants: int, out: Path, ove
         videos.append(frames)
         if overlay:
             drawn.append(overlay_frames(res, frames, upscale))
-    for line in warnings(res.info):  # the same inputs each time: say it once
+    for line in input_warnings(res.info):  # the same inputs each time: say it once
         print(f"warning: {line}", file=sys.stderr)
     labels = [f"seed {s}" for s in seeds]
     if overlay:
@@ -414,7 +414,7 @@ def describe(info: dict, upscale: int = 1) -> str:
     return parts[0] + "; " + ", ".join(parts[1:])
 
 
-def warnings(info: dict) -> list[str]:
+def input_warnings(info: dict) -> list[str]:
     """What a generation ignored of its input, one line each (``GenerationResult.info``): tracks
     that lie wholly outside the part of the image the model sees."""
     outside = info.get("tracks_outside") or []

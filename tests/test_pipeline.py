@@ -176,17 +176,17 @@ def test_generate_writes_a_gif_when_asked(tmp_path, tiny_model_file):
 def test_a_track_the_crop_cuts_away_is_reported(pipe, tmp_path, tiny_model_file, capsys):
     """Crop keeps the middle 40 of a 64x40 image's columns (x 12.5-52.5): an anchor at x 5 lies wholly
     outside and is named, a drag that enters the frame is not; padding keeps the whole image."""
-    from dragnuwa.pipeline import generate_to_file, warnings
+    from dragnuwa.pipeline import generate_to_file, input_warnings
 
     tracks = TrackSet(64, 40, [np.array([[5.0, 20.0]]), np.array([[2.0, 10.0], [30.0, 10.0]]),
                                np.array([[30.0, 20.0], [40.0, 25.0]])])
     res = pipe.generate(_img(), tracks, "", frames=3, steps=1, show_progress=False)
     assert res.info["tracks_outside"] == [1]
     assert res.info["visible"] == pytest.approx([12.5, 0, 52.7, 40], abs=0.1)
-    assert warnings(res.info) == ["track 1 of 3 lies outside the part of the image the model sees "
+    assert input_warnings(res.info) == ["track 1 of 3 lies outside the part of the image the model sees "
                                   "(x 12.5-52.7, y 0-40) and had no effect; --fit pad keeps the whole image"]
     padded = pipe.generate(_img(), tracks, "", frames=3, steps=1, show_progress=False, fit="pad")
-    assert padded.info["tracks_outside"] == [] and warnings(padded.info) == []
+    assert padded.info["tracks_outside"] == [] and input_warnings(padded.info) == []
     # The command line prints it on stderr, after writing the video.
     out = generate_to_file(_img(), tracks=tracks, out=str(tmp_path / "v.mp4"), steps=1, model=str(tiny_model_file))
     assert out.is_file()
