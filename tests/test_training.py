@@ -350,3 +350,34 @@ def test_autoencoder_training_and_decoder_only_fine_tune_keep_the_latent_space(t
     assert held_out_psnr(b, (32, 32), n=16) > held_out_psnr(a, (32, 32), n=16) + 0.5  # the decoder improved
     with pytest.raises(UserError, match="init"):
         train_autoencoder(AutoencoderTrainConfig(model="tiny", steps=1, decoder_only=True, out_dir=str(tmp_path / "c")))
+
+
+def test_training_takes_an_autoencoder_file_that_holds_only_the_autoencoder(tmp_path):
+    """``save_autoencoder_only`` (what `offline_gpu_train.sh prepare` carries) keeps a model file's
+    autoencoder and its latent scale in a small file, and a config's ``autoencoder`` loads it."""
+    from dragnuwa.models.config import get_preset
+    from dragnuwa.models.dragnuwa import DragNUWA, load_model, save_model
+    from dragnuwa.training.checkpoint import load_weights_into, save_autoencoder_only
+
+    torch.manual_seed(0)
+    src = DragNUWA(get_preset("tiny"))
+    src.cfg.autoencoder.scale = 0.77
+    full = save_model(tmp_path / "full.safetensors", src)
+    small = save_autoencoder_only(full, tmp_path / "auto.safetensors")
+    assert small.stat().st_size < 0.5 * full.stat().st_size
+    torch.manual_seed(1)
+    model = DragNUWA(get_preset("tiny"))
+    unet_before = {k: v.clone() for k, v in model.unet.state_dict().items()}
+    load_weights_into(model, small, prefix="autoencoder.")
+    assert model.cfg.autoencoder.scale == 0.77
+    assert all(torch.equal(v, src.autoencoder.state_dict()[k]) for k, v in model.autoencoder.state_dict().items())
+    assert all(torch.equal(v, unet_before[k]) for k, v in model.unet.state_dict().items())
+    with pytest.raises(UserError, match="holds no weights under 'unet.'"):
+        load_weights_into(model, small, prefix="unet.")
+    with pytest.raises(UserError, match="does not match the config"):  # not a whole model
+        load_model(small)
+    # Through the training loop, from the config's field.
+    out = train(_cfg(tmp_path / "t", steps=1, autoencoder=str(small)), dataset=TinyData(), text_encoder=FakeText())
+    trained = load_model(out)
+    assert trained.cfg.autoencoder.scale == 0.77
+    assert all(torch.equal(v, src.autoencoder.state_dict()[k]) for k, v in trained.autoencoder.state_dict().items())

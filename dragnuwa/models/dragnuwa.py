@@ -124,14 +124,12 @@ def save_model(path: str | Path, model: DragNUWA, half: bool = False, extra: dic
     return Path(path)
 
 
-def load_model(path: str | Path, cfg: ModelConfig | None = None) -> DragNUWA:
-    """Read a model file written by ``save_model``; the model is in eval mode, fp32.
-
-    Missing, corrupt or mismatching files raise ``UserError`` with one line.
-    """
-    from safetensors import SafetensorError
+def read_model_file(path: str | Path, need_config: bool = True) -> tuple[ModelConfig | None, dict]:
+    """A model file's config (from its metadata) and its tensors, as stored; it may hold only some
+    of a model's weights (e.g. the autoencoder's, for training). Missing, corrupt or foreign files
+    raise ``UserError`` with one line."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
-    from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
@@ -142,11 +140,20 @@ def load_model(path: str | Path, cfg: ModelConfig | None = None) -> DragNUWA:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise UserError(f"corrupt model file {path}: {str(e).splitlines()[0][:120]}") from None
-    if cfg is None:
-        if meta.get("format") != "dragnuwa" or "config" not in meta:
+    if meta.get("format") != "dragnuwa" or "config" not in meta:
+        if need_config:
             raise UserError(f"{path} is not a dragnuwa model file (no config in its metadata)")
-        cfg = config_from_dict(json.loads(meta["config"]))
-    model = DragNUWA(cfg)
+        return None, state
+    return config_from_dict(json.loads(meta["config"])), state
+
+
+def load_model(path: str | Path, cfg: ModelConfig | None = None) -> DragNUWA:
+    """Read a model file written by ``save_model``; the model is in eval mode, fp32.
+
+    Missing, corrupt or mismatching files raise ``UserError`` with one line.
+    """
+    stored, state = read_model_file(path, need_config=cfg is None)
+    model = DragNUWA(cfg or stored)
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as e:
