@@ -65,7 +65,8 @@ def _label_at(labels: np.ndarray, point) -> int:
     return int(np.bincount(found).argmax()) if found.size else 0
 
 
-def brush_regions(mask: np.ndarray, tracks: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+def brush_regions(mask: np.ndarray, tracks: np.ndarray,
+                  drop_outside: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
     """Painted ``mask bool [H, W]`` and ``tracks [N, T, 2]`` (both at the model's resolution) -> the
     moving tracks ``[M, T, 2]`` and the part of the painting each one moves (``bool [H, W]``).
 
@@ -73,7 +74,8 @@ def brush_regions(mask: np.ndarray, tracks: np.ndarray) -> tuple[np.ndarray, lis
     several moving tracks is split between them, each pixel going with the nearest start (two
     touching objects painted in one stroke, each dragged its own way). Anchors and regions no
     moving track starts in stay. A moving track that starts outside every region is a
-    ``UserError``: the brush says what moves, so paint that object too, or drag without it.
+    ``UserError``: the brush says what moves, so paint that object too, or drag without it; with
+    ``drop_outside`` (tracks read off a video, not drawn) it is left out instead.
     """
     mask = np.asarray(mask, bool)
     tracks = np.asarray(tracks, np.float64)
@@ -83,6 +85,8 @@ def brush_regions(mask: np.ndarray, tracks: np.ndarray) -> tuple[np.ndarray, lis
         if np.abs(track - track[0]).max() < MIN_MOTION:
             continue  # an anchor: unpainted or painted, its pixels stay
         label = _label_at(labels, track[0])
+        if label == 0 and drop_outside:
+            continue
         if label == 0:
             raise UserError(f"track {i} (0-based) starts outside every painted region of the brush: "
                             f"paint what it moves, or drag without the brush")

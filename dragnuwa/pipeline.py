@@ -188,6 +188,7 @@ class Pipeline:
         img = img[..., :3].astype(np.uint8)
         src_h, src_w = img.shape[:2]
         fitted, transform = fit_image(img, (cfg.width, cfg.height), fit)
+        tracks = self.read_tracks(tracks)  # a file read once: a video's tracks are sampled here
 
         brushed, regions = None, None  # the motion brush's moving tracks and painted regions
         if flow is not None:
@@ -278,8 +279,11 @@ class Pipeline:
         if tracks is None:
             raise UserError("a brush needs tracks: the drags say where the painted regions go")
         mask = fit_brush(as_mask(brush), image_size, (self.cfg.width, self.cfg.height), fit)
-        moving, regions = brush_regions(mask, trk)
+        moving, regions = brush_regions(mask, trk, drop_outside=getattr(tracks, "sampled", False))
         if not regions:
+            if getattr(tracks, "sampled", False):
+                raise UserError("none of the video's moving tracks starts inside what you painted: paint where "
+                                "the video moves, or drag by hand")
             raise UserError("no track moves a painted region: start a drag inside what you painted")
         return brush_maps(moving, regions), moving, regions
 

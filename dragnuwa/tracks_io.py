@@ -27,11 +27,14 @@ class TrackSet:
     width: int
     height: int
     tracks: list[np.ndarray] = field(default_factory=list)
+    # Read off a video by the Trajectory Sampler, not drawn: with a motion brush, those that start
+    # outside the painting are left out rather than refused (they were not the user's choice).
+    sampled: bool = False
 
     def rescaled(self, width: int, height: int) -> "TrackSet":
         """The same tracks in the pixel coordinates of a ``width x height`` image."""
         sx, sy = width / self.width, height / self.height
-        return TrackSet(width, height, [t * np.array([sx, sy]) for t in self.tracks])
+        return TrackSet(width, height, [t * np.array([sx, sy]) for t in self.tracks], self.sampled)
 
     def resampled(self, frames: int) -> np.ndarray:
         """All tracks resampled to ``frames`` points: ``[N, T, 2]`` (PCHIP; anchors repeated)."""
@@ -46,9 +49,9 @@ class TrackSet:
                 "tracks": [[[round(float(x), 3), round(float(y), 3)] for x, y in t] for t in self.tracks]}
 
     @classmethod
-    def from_array(cls, tracks: np.ndarray, width: int, height: int) -> "TrackSet":
+    def from_array(cls, tracks: np.ndarray, width: int, height: int, sampled: bool = False) -> "TrackSet":
         """From ``[N, T, 2]`` tracks (one point per frame)."""
-        return cls(int(width), int(height), [np.asarray(t, dtype=np.float64) for t in tracks])
+        return cls(int(width), int(height), [np.asarray(t, dtype=np.float64) for t in tracks], sampled)
 
 
 def _number(value, what: str) -> float:

@@ -296,4 +296,4 @@ def tracks_from_video(video: str | Path, max_tracks: int = 8, seed: int = 0, max
     frames, _ = vio.read_video(video, max_frames=max_frames)
     tracks, _ = sample_video_tracks(frames, max_tracks, seed, max_side, flow)
     H, W = frames.shape[1:3]
-    return frames[0], TrackSet.from_array(tracks, W, H)
+    return frames[0], TrackSet.from_array(tracks, W, H, sampled=True)

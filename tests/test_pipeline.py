@@ -243,3 +243,28 @@ def test_variants_write_each_seed_and_a_labelled_grid(tmp_path, tiny_model_file)
         generate_to_file(_img(), out=str(tmp_path / "x.mp4"), model=str(tmp_path / "none"), seed=2**63 - 2,
                          variants=3)
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_a_brush_with_a_videos_tracks_moves_what_is_painted_and_drops_the_rest(pipe, sliding_video):
+    """Drawn tracks that start outside a brush are refused; tracks read off a video are not the
+    user's choice, so those outside the painting (here: its right half) are left out."""
+    mask = np.zeros((40, 64), bool)
+    mask[:, :32] = True
+    res = pipe.generate(_img(), str(sliding_video), "", frames=4, steps=1, show_progress=False, brush=mask)
+    moving, regions = res.brush
+    assert 1 <= len(moving) < res.info["tracks"] and len(regions) == len(moving)
+    # At the model's 32 px, the painted half ends at x = 32 * 51/64 - 10 = 15.5.
+    assert np.all(moving[:, 0, 0] < 15.5)
+    # A small stroke where no track starts (the visible spot farthest from every start).
+    ys, xs = np.mgrid[4:36, 16:49].reshape(2, -1) + 0.5
+    model_xy = np.stack([xs * 51 / 64 - 10, ys * 0.8], axis=1)
+    far = np.linalg.norm(model_xy[:, None] - res.tracks[None, :, 0], axis=-1).min(axis=1)
+    x, y = int(xs[far.argmax()]), int(ys[far.argmax()])
+    assert far.max() > 4
+    stroke = np.zeros((40, 64), bool)
+    stroke[y - 2:y + 2, x - 2:x + 2] = True
+    with pytest.raises(UserError, match="none of the video's moving tracks starts inside"):
+        pipe.generate(_img(), str(sliding_video), "", frames=4, steps=1, show_progress=False, brush=stroke)
+    drawn = TrackSet(64, 40, [np.array([[50.0, 20.0], [55.0, 20.0]])])
+    with pytest.raises(UserError, match="starts outside every painted region"):
+        pipe.generate(_img(), drawn, "", frames=4, steps=1, show_progress=False, brush=mask)
