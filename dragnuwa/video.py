@@ -48,6 +48,9 @@ class PointTransform:
         return max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)
 
 
+MAX_FIT_PIXELS = 64_000_000  # what fit_image may scale an image to before cropping it
+
+
 def fit_image(img: np.ndarray, size: tuple[int, int], fit: str = "crop") -> tuple[np.ndarray, PointTransform]:
     """Resize ``img`` (``[H, W, C]``) to ``size=(W, H)``.
 
@@ -65,6 +68,9 @@ def fit_image(img: np.ndarray, size: tuple[int, int], fit: str = "crop") -> tupl
     else:
         raise UserError(f"unknown fit {fit!r}: use crop, pad or stretch")
     new_w, new_h = max(1, round(w * sx)), max(1, round(h * sy))
+    if new_w * new_h > MAX_FIT_PIXELS:  # only a crop of a sliver-thin image gets here (1 x 10^6: 12 GB)
+        raise UserError(f"an image of {w}x{h} is too elongated to {fit} to {out_w}x{out_h} (it would first be "
+                        f"scaled to {new_w}x{new_h}): use pad or stretch")
     interp = cv2.INTER_AREA if new_w < w else cv2.INTER_LINEAR
     resized = cv2.resize(img, (new_w, new_h), interpolation=interp)
     # Exact per-axis scale after rounding, so points land where the pixels did.

@@ -68,6 +68,14 @@ def test_fit_image_maps_points_like_pixels(fit, size):
         assert (x0, y0, x1, y1) == (0, 0, 160, 90)
 
 
+def test_a_sliver_thin_image_is_refused_for_crop_not_scaled_to_gigabytes():
+    thin = np.zeros((1, 1_000_000, 3), np.uint8)  # crop to 64x64 would scale it to 64,000,000 x 64 first
+    with pytest.raises(UserError, match="too elongated to crop to 64x64.*use pad or stretch"):
+        fit_image(thin, (64, 64), "crop")
+    assert fit_image(thin, (64, 64), "pad")[0].shape == (64, 64, 3)
+    assert fit_image(np.zeros((1, 5000, 3), np.uint8), (64, 64), "crop")[0].shape == (64, 64, 3)  # 320,000 x 64
+
+
 def test_tensor_conversion_round_trip():
     frames = _gradient_frames(2, 8, 8)
     t = to_tensor(frames)
