@@ -41,13 +41,12 @@ def _empty_state(old: dict | None = None) -> dict:
 
 def _visible(state: dict) -> tuple[float, float, float, float] | None:
     """The part of the image the model sees with the chosen fit, in the image's pixels."""
-    from dragnuwa.video import fit_image
+    from dragnuwa.video import fit_transform
 
     if state["image"] is None or state.get("model_size") is None:
         return None
     h, w = state["image"].shape[:2]
-    _, transform = fit_image(np.zeros((h, w), np.uint8), state["model_size"], state["fit"])
-    return transform.visible((w, h), state["model_size"])
+    return fit_transform((w, h), state["model_size"], state["fit"]).visible((w, h), state["model_size"])
 
 
 def _outside(state: dict) -> list[int]:

@@ -51,6 +51,24 @@ class PointTransform:
 MAX_FIT_PIXELS = 64_000_000  # what fit_image may scale an image to before cropping it
 
 
+def fit_transform(src_size: tuple[int, int], size: tuple[int, int], fit: str = "crop") -> PointTransform:
+    """How :func:`fit_image` maps a ``src_size=(W, H)`` image onto ``size=(W, H)``, without touching
+    pixels: per-axis scale (exact after rounding the resized size) and the integer paste offset."""
+    (w, h), (out_w, out_h) = src_size, (int(size[0]), int(size[1]))
+    if fit == "stretch":
+        sx, sy = out_w / w, out_h / h
+    elif fit in ("crop", "pad"):
+        s = max(out_w / w, out_h / h) if fit == "crop" else min(out_w / w, out_h / h)
+        sx = sy = s
+    else:
+        raise UserError(f"unknown fit {fit!r}: use crop, pad or stretch")
+    new_w, new_h = max(1, round(w * sx)), max(1, round(h * sy))
+    # Exact per-axis scale after rounding, so points land where the pixels did; the resized image
+    # is pasted at the integer offset (floor of the centred one).
+    return PointTransform(new_w / w, new_h / h, float(np.floor((out_w - new_w) / 2)),
+                          float(np.floor((out_h - new_h) / 2)))
+
+
 def fit_image(img: np.ndarray, size: tuple[int, int], fit: str = "crop") -> tuple[np.ndarray, PointTransform]:
     """Resize ``img`` (``[H, W, C]``) to ``size=(W, H)``.
 
@@ -60,30 +78,21 @@ def fit_image(img: np.ndarray, size: tuple[int, int], fit: str = "crop") -> tupl
     """
     out_w, out_h = int(size[0]), int(size[1])
     h, w = img.shape[:2]
-    if fit == "stretch":
-        sx, sy = out_w / w, out_h / h
-    elif fit in ("crop", "pad"):
-        s = max(out_w / w, out_h / h) if fit == "crop" else min(out_w / w, out_h / h)
-        sx = sy = s
-    else:
-        raise UserError(f"unknown fit {fit!r}: use crop, pad or stretch")
-    new_w, new_h = max(1, round(w * sx)), max(1, round(h * sy))
+    tr = fit_transform((w, h), (out_w, out_h), fit)
+    new_w, new_h = round(w * tr.scale_x), round(h * tr.scale_y)
     if new_w * new_h > MAX_FIT_PIXELS:  # only a crop of a sliver-thin image gets here (1 x 10^6: 12 GB)
         raise UserError(f"an image of {w}x{h} is too elongated to {fit} to {out_w}x{out_h} (it would first be "
                         f"scaled to {new_w}x{new_h}): use pad or stretch")
     interp = cv2.INTER_AREA if new_w < w else cv2.INTER_LINEAR
     resized = cv2.resize(img, (new_w, new_h), interpolation=interp)
-    # Exact per-axis scale after rounding, so points land where the pixels did.
-    sx, sy = new_w / w, new_h / h
-    ox, oy = (out_w - new_w) / 2, (out_h - new_h) / 2
-    ix, iy = int(np.floor(ox)), int(np.floor(oy))
+    ix, iy = int(tr.offset_x), int(tr.offset_y)
     canvas = np.zeros((out_h, out_w) + img.shape[2:], dtype=img.dtype)
     # Paste the resized image at integer offset (ix, iy), clipping both sides.
     src_x0, src_y0 = max(0, -ix), max(0, -iy)
     dst_x0, dst_y0 = max(0, ix), max(0, iy)
     cw, ch = min(new_w - src_x0, out_w - dst_x0), min(new_h - src_y0, out_h - dst_y0)
     canvas[dst_y0:dst_y0 + ch, dst_x0:dst_x0 + cw] = resized[src_y0:src_y0 + ch, src_x0:src_x0 + cw]
-    return canvas, PointTransform(sx, sy, float(ix), float(iy))
+    return canvas, tr
 
 
 def read_video(path: str | Path, size: tuple[int, int] | None = None, max_frames: int | None = None,
