@@ -209,29 +209,26 @@ def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, fram
     another aspect ratio is fitted (crop, pad, stretch). ``variants`` > 1: that many seeds from
     ``seed``, side by side (labelled) in the video, overlay and GIF, and each alone as
     ``dragnuwa_seed<S>.mp4`` at the end of the paths."""
-    from dragnuwa.pipeline import MAX_VARIANTS, overlay_frames
+    from dragnuwa.pipeline import check_variants, render_variants
     from dragnuwa.tracks_io import parse_tracks, save_tracks
-    from dragnuwa.video import upscale as enlarge, write_video
+    from dragnuwa.video import write_video
     from dragnuwa.viz import tile_videos
 
     variants = int(variants)
-    if not 1 <= variants <= MAX_VARIANTS:
-        raise UserError(f"variants must be from 1 to {MAX_VARIANTS}, got {variants}")
+    check_variants(variants)
     ts = parse_tracks(tracks) if tracks and tracks.get("tracks") else None
     out = Path(tempfile.mkdtemp(prefix="dragnuwa_app_"))
     fps, seeds = pipe.cfg.fps, [int(seed) + k for k in range(variants)]
     videos, drawn, singles = [], [], []
-    for k, s in enumerate(seeds):
-        # One progress bar over all the variants' steps.
-        step = None if progress is None else (lambda i, n, k=k: progress(k * n + i, variants * n))
-        res = pipe.generate(image, ts, text or "", frames=int(frames), steps=int(steps), seed=s,
-                            guidance=float(guidance), traj_guidance=float(traj_guidance), progress=step,
-                            show_progress=False, motion_init=None if motion_init is None else float(motion_init),
-                            motion_region=motion_region, brush=brush, fit=fit)
-        videos.append(enlarge(res.frames, upscale))
-        drawn.append(overlay_frames(res, videos[-1], upscale))
+    for s, _, enlarged, marked in render_variants(
+            pipe, seeds, upscale, progress=progress, image=image, tracks=ts, text=text or "", frames=int(frames),
+            steps=int(steps), guidance=float(guidance), traj_guidance=float(traj_guidance),
+            motion_init=None if motion_init is None else float(motion_init), motion_region=motion_region,
+            brush=brush, fit=fit):
+        videos.append(enlarged)
+        drawn.append(marked)
         if variants > 1:
-            singles.append(str(write_video(out / f"dragnuwa_seed{s}.mp4", videos[-1], fps)))
+            singles.append(str(write_video(out / f"dragnuwa_seed{s}.mp4", enlarged, fps)))
     labels = [f"seed {s}" for s in seeds] if variants > 1 else None
     video, overlay = tile_videos(videos, labels), tile_videos(drawn, labels)
     paths = [write_video(out / "dragnuwa.mp4", video, fps), write_video(out / "dragnuwa_tracks.mp4", overlay, fps)]

@@ -71,6 +71,12 @@ def check_inputs(image, text: str, frames: int, steps: int, guidance: float, tra
     check_motion_init(motion_init)
 
 
+def check_variants(variants) -> None:
+    """How many seeds one run may sample side by side: a whole number from 1 to ``MAX_VARIANTS``."""
+    if isinstance(variants, bool) or not isinstance(variants, (int, np.integer)) or not 1 <= variants <= MAX_VARIANTS:
+        raise UserError(f"variants must be a whole number from 1 to {MAX_VARIANTS}, got {variants}")
+
+
 def check_motion_init(motion_init: float) -> None:
     """A sampler start must be a noise level of the schedule (0 = off, up to its sigma_max)."""
     from dragnuwa.diffusion.schedules import SIGMA_MAX
@@ -279,9 +285,10 @@ class Pipeline:
         if tracks is None:
             raise UserError("a brush needs tracks: the drags say where the painted regions go")
         mask = fit_brush(as_mask(brush), image_size, (self.cfg.width, self.cfg.height), fit)
-        moving, regions = brush_regions(mask, trk, drop_outside=getattr(tracks, "sampled", False))
+        sampled = getattr(tracks, "sampled", False)  # read off a video, not drawn
+        moving, regions = brush_regions(mask, trk, drop_outside=sampled)
         if not regions:
-            if getattr(tracks, "sampled", False):
+            if sampled:
                 raise UserError("none of the video's moving tracks starts inside what you painted: paint where "
                                 "the video moves, or drag by hand")
             raise UserError("no track moves a painted region: start a drag inside what you painted")
@@ -356,8 +363,7 @@ def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", 
         raise UserError(f"fps must be a number above 0 and at most {MAX_FPS}, got {fps:g}")
     if brush is not None and tracks is None:
         raise UserError("--brush needs --tracks: the drags say where the painted regions go")
-    if not (isinstance(variants, int) and 1 <= variants <= MAX_VARIANTS):
-        raise UserError(f"variants must be a whole number from 1 to {MAX_VARIANTS}, got {variants}")
+    check_variants(variants)
     if variants > 1 and isinstance(seed, int) and seed + variants - 1 >= 2**63:
         raise UserError(f"seeds {seed}..{seed + variants - 1} pass 2^63 - 1: start from a smaller --seed")
     if tracks is None and flow is None:
@@ -379,23 +385,34 @@ def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", 
                            seed, variants, Path(out), overlay, fps, upscale)
 
 
+def render_variants(pipe, seeds: list[int], upscale: int = 1, draw: bool = True, progress=None, **kwargs):
+    """``pipe.generate(**kwargs)`` once per seed -> yields ``(seed, result, frames, drawn)``: the frames
+    ``upscale`` times the model's size, and (with ``draw``) the tracks drawn on them, else None.
+    ``progress(i, n)`` runs once over all the seeds' sampler steps together."""
+    from dragnuwa.video import upscale as enlarge
+
+    for k, s in enumerate(seeds):
+        step = None if progress is None else (lambda i, n, k=k: progress(k * n + i, len(seeds) * n))
+        res = pipe.generate(seed=s, progress=step, show_progress=False, **kwargs)
+        frames = enlarge(res.frames, upscale)
+        yield s, res, frames, overlay_frames(res, frames, upscale) if draw else None
+
+
 def _write_variants(pipe, kwargs: dict, seed: int, variants: int, out: Path, overlay, fps: float,
                     upscale: int) -> Path:
     """``variants`` seeds from ``seed``: each video beside ``out`` (``_seed<S>``), then ``out`` (and
     ``overlay``) with all of them side by side, each labelled with its seed."""
-    from dragnuwa.video import upscale as enlarge, write_video
+    from dragnuwa.video import write_video
     from dragnuwa.viz import tile_videos
 
     seeds = [seed + k for k in range(variants)]
     videos, drawn = [], []
-    for s in tqdm(seeds, desc="variants", unit="video", leave=False):
-        res = pipe.generate(seed=s, show_progress=False, **kwargs)
-        path, _ = write_outputs(res, out.with_name(f"{out.stem}_seed{s}{out.suffix}"), None, fps, upscale)
+    for s, res, frames, marked in tqdm(render_variants(pipe, seeds, upscale, bool(overlay), **kwargs),
+                                       total=variants, desc="variants", unit="video", leave=False):
+        path = write_video(out.with_name(f"{out.stem}_seed{s}{out.suffix}"), frames, fps)
         tqdm.write(f"{path}: {describe(res.info, upscale)}")  # above the progress bar, not through it
-        frames = enlarge(res.frames, upscale)
         videos.append(frames)
-        if overlay:
-            drawn.append(overlay_frames(res, frames, upscale))
+        drawn.append(marked)
     for line in input_warnings(res.info):  # the same inputs each time: say it once
         print(f"warning: {line}", file=sys.stderr)
     labels = [f"seed {s}" for s in seeds]

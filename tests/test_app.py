@@ -226,5 +226,5 @@ def test_the_ui_variants_are_side_by_side_and_each_downloadable():
     assert np.abs(grid[:, 24:, 66:].astype(int) - two[:, 24:]).mean() < np.abs(grid[:, 24:, 66:] - one[:, 24:]).mean()
     assert ticks[-1][0] == ticks[-1][1] and [t[0] for t in ticks] == sorted(t[0] for t in ticks)
     assert len({n for _, n in ticks}) == 1  # one total for the whole run
-    with pytest.raises(UserError, match="variants must be from 1 to 16"):
+    with pytest.raises(UserError, match="variants must be a whole number from 1 to 16"):
         app_mod.run_generation(pipe, image, tracks, "", 4, 1, 0, 1.0, 1.0, variants=0)
