@@ -19,37 +19,26 @@ from dragnuwa.errors import UserError
 MOTION_REGIONS = ("disc", "object")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 MAX_SEED = 2**63 - 1  # what both torch's and numpy's generators accept
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
+def _whole_number(low: int, high: int | None, noun: str, out_of_range: str):
+    """An argparse type: a whole number from ``low`` to ``high`` (None: no bound). A word that is not
+    a number reads "expected <noun>"; one out of range, ``out_of_range`` with ``{value}`` filled in."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(out_of_range.format(value=value))
+        return value
+    return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"a seed must be between 0 and 2^63 - 1, got {value}")
-    return value
+_positive_int = _whole_number(1, None, "a positive integer", "expected a positive integer, got {value}")
+_non_negative_int = _whole_number(0, None, "a whole number", "expected 0 or more, got {value}")
+_seed = _whole_number(0, MAX_SEED, "a whole number", "a seed must be between 0 and 2^63 - 1, got {value}")
 
 
 def _size(text: str) -> tuple[int, int]:
