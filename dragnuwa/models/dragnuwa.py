@@ -112,12 +112,14 @@ def _version(t: torch.Tensor) -> int | None:
         return None
 
 
-def save_model(path: str | Path, model: DragNUWA, half: bool = False, extra: dict | None = None) -> Path:
-    """Write the weights as safetensors (config JSON in the metadata), atomically."""
+def save_model(path: str | Path, model: DragNUWA, half: bool = False, extra: dict | None = None,
+               only: str = "") -> Path:
+    """Write the weights as safetensors (config JSON in the metadata), atomically; with ``only``, just
+    the weights whose names start with it (a part for training, read back by ``read_model_file``)."""
     from safetensors.torch import save_file
 
     state = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
-             for k, v in model.state_dict().items()}
+             for k, v in model.state_dict().items() if k.startswith(only)}
     meta = {"format": "dragnuwa", "config": json.dumps(config_to_dict(model.cfg)), "extra": json.dumps(extra or {})}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)

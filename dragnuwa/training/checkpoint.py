@@ -89,20 +89,7 @@ def save_autoencoder_only(src: str | Path, out: str | Path) -> Path:
     """The autoencoder's weights of model file ``src`` alone, with its config, as ``out`` (~1 MB for
     the small presets, against 33 MB with the rest): what a training config's ``autoencoder`` needs
     (``load_weights_into``), small enough to carry to an offline GPU machine."""
-    import json
-
-    from safetensors.torch import save_file
-
-    from dragnuwa.models.config import config_to_dict
-
-    cfg, weights = read_model_file(src)
-    auto = {k: v.contiguous() for k, v in weights.items() if k.startswith("autoencoder.")}
-    if not auto:
-        raise UserError(f"{src} holds no autoencoder weights")
-    meta = {"format": "dragnuwa", "config": json.dumps(config_to_dict(cfg)), "extra": json.dumps({"from": str(src)})}
-    with atomic_path(out) as tmp:
-        save_file(auto, str(tmp), metadata=meta)
-    return Path(out)
+    return save_model(out, load_model(src), extra={"from": str(src)}, only="autoencoder.")
 
 
 def transplant_networks(model, path: str | Path) -> list[str]:
