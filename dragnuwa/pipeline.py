@@ -195,6 +195,10 @@ class Pipeline:
         src_h, src_w = img.shape[:2]
         fitted, transform = fit_image(img, (cfg.width, cfg.height), fit)
         tracks = self.read_tracks(tracks)  # a file read once: a video's tracks are sampled here
+        # The frame the tracks were drawn on (a video's, another image's); they are scaled onto this image.
+        drawn_on = ([tracks.width, tracks.height] if isinstance(tracks, TrackSet)
+                    else [tracks.get("width", src_w), tracks.get("height", src_h)] if isinstance(tracks, dict)
+                    else [src_w, src_h])
 
         brushed, regions = None, None  # the motion brush's moving tracks and painted regions
         if flow is not None:
@@ -268,7 +272,8 @@ class Pipeline:
                 "traj_guidance": traj_guidance, "motion_init": motion_init,
                 "motion_region": moved if motion_init else None, "sampler_steps": len(sigmas) - 1,
                 "seconds": round(time.time() - t0, 2),
-                "input_size": [src_w, src_h], "model_size": [cfg.width, cfg.height], "fit": fit,
+                "input_size": [src_w, src_h], "tracks_size": drawn_on, "model_size": [cfg.width, cfg.height],
+                "fit": fit,
                 "point_mapping": transform.describe(), "tracks": int(len(trk)), "tracks_outside": outside,
                 "visible": [round(v, 1) for v in transform.visible((src_w, src_h), (cfg.width, cfg.height))],
                 "brush_regions": None if regions is None else len(regions)}
@@ -436,17 +441,24 @@ def describe(info: dict, upscale: int = 1) -> str:
 
 
 def input_warnings(info: dict) -> list[str]:
-    """What a generation ignored of its input, one line each (``GenerationResult.info``): tracks
-    that lie wholly outside the part of the image the model sees."""
+    """What a generation ignored or bent of its input, one line each (``GenerationResult.info``):
+    tracks that lie wholly outside the part of the image the model sees, and tracks drawn on a
+    frame of another shape (a video's, say), which are stretched onto the image."""
+    lines = []
+    (tw, th), (iw, ih) = info.get("tracks_size") or info["input_size"], info["input_size"]
+    if info["tracks"] and abs(np.log((tw / th) / (iw / ih))) > 0.02:
+        lines.append(f"the tracks were drawn on a {tw}x{th} frame and are stretched onto the {iw}x{ih} image "
+                     f"(aspect {tw / th:.2f} against {iw / ih:.2f}): motion along one axis is scaled more than "
+                     "along the other")
     outside = info.get("tracks_outside") or []
-    if not outside:
-        return []
-    x0, y0, x1, y1 = info["visible"]
-    names = ", ".join(map(str, outside))
-    hint = "; --fit pad keeps the whole image" if info["fit"] == "crop" else ""
-    return [f"track{'s' if len(outside) > 1 else ''} {names} of {info['tracks']} "
-            f"{'lie' if len(outside) > 1 else 'lies'} outside the part of the image the model sees "
-            f"(x {x0:g}-{x1:g}, y {y0:g}-{y1:g}) and had no effect{hint}"]
+    if outside:
+        x0, y0, x1, y1 = info["visible"]
+        names = ", ".join(map(str, outside))
+        hint = "; --fit pad keeps the whole image" if info["fit"] == "crop" else ""
+        lines.append(f"track{'s' if len(outside) > 1 else ''} {names} of {info['tracks']} "
+                     f"{'lie' if len(outside) > 1 else 'lies'} outside the part of the image the model sees "
+                     f"(x {x0:g}-{x1:g}, y {y0:g}-{y1:g}) and had no effect{hint}")
+    return lines
 
 
 def write_outputs(res, out, overlay=None, fps: float = 8.0, upscale: int = 1) -> tuple[Path, Path | None]:

@@ -193,6 +193,24 @@ def test_a_track_the_crop_cuts_away_is_reported(pipe, tmp_path, tiny_model_file,
     assert "warning: track 1 of 3 lies outside" in capsys.readouterr().err
 
 
+def test_tracks_drawn_on_a_frame_of_another_shape_are_stretched_and_said_so(pipe):
+    """A 64x40 image with tracks drawn on a 128x40 frame (a wider video's): the 40 px step right is
+    20 px on the image, and the warning says the tracks were stretched; tracks on a 128x80 frame
+    (the same shape, larger) are scaled alike on both axes without a word."""
+    from dragnuwa.pipeline import input_warnings
+
+    wide = TrackSet(128, 40, [np.array([[60.0, 20.0], [100.0, 20.0]])])
+    res = pipe.generate(_img(), wide, "", frames=2, steps=1, show_progress=False, fit="stretch")
+    step = res.tracks[0, -1] - res.tracks[0, 0]
+    assert step == pytest.approx([20.0 * 32 / 64, 0.0], abs=0.01)  # image px -> the 32x32 model frame
+    assert res.info["tracks_size"] == [128, 40]
+    assert input_warnings(res.info) == ["the tracks were drawn on a 128x40 frame and are stretched onto the 64x40 "
+                                        "image (aspect 3.20 against 1.60): motion along one axis is scaled more "
+                                        "than along the other"]
+    same = TrackSet(128, 80, [np.array([[60.0, 20.0], [100.0, 20.0]])])
+    assert input_warnings(pipe.generate(_img(), same, "", frames=2, steps=1, show_progress=False).info) == []
+
+
 def test_fps_sets_the_playback_rate_and_is_checked_first(tmp_path, tiny_model_file):
     from dragnuwa.pipeline import generate_to_file
     from dragnuwa.video import read_video
