@@ -175,10 +175,13 @@ def on_tracks_upload(file, state):
     if file is None or state["image"] is None:
         return state, _render(state), "Upload an image before a tracks JSON."
     ts = load_tracks(file if isinstance(file, str) else file.name)
+    from dragnuwa.pipeline import stretch_warning
+
     h, w = state["image"].shape[:2]
+    stretched = stretch_warning((ts.width, ts.height), (w, h))
     ts = ts.rescaled(w, h)
     state["tracks"] = [t.tolist() for t in ts.tracks] + [[]]
-    return state, _render(state), _summary(state)
+    return state, _render(state), _summary(state) + (f" Note: {stretched}." if stretched else "")
 
 
 def on_video_upload(file, state, max_frames: int | None = None, max_tracks: int = 8):

@@ -440,16 +440,24 @@ def describe(info: dict, upscale: int = 1) -> str:
     return parts[0] + "; " + ", ".join(parts[1:])
 
 
+def stretch_warning(tracks_size, image_size) -> str | None:
+    """A line when tracks drawn on a ``tracks_size`` (W, H) frame are stretched onto an image of
+    another shape (aspect ratios more than 2% apart), else None."""
+    (tw, th), (iw, ih) = tracks_size, image_size
+    if abs(np.log((tw / th) / (iw / ih))) <= 0.02:
+        return None
+    return (f"the tracks were drawn on a {tw}x{th} frame and are stretched onto the {iw}x{ih} image "
+            f"(aspect {tw / th:.2f} against {iw / ih:.2f}): motion along one axis is scaled more than along the other")
+
+
 def input_warnings(info: dict) -> list[str]:
     """What a generation ignored or bent of its input, one line each (``GenerationResult.info``):
     tracks that lie wholly outside the part of the image the model sees, and tracks drawn on a
     frame of another shape (a video's, say), which are stretched onto the image."""
     lines = []
-    (tw, th), (iw, ih) = info.get("tracks_size") or info["input_size"], info["input_size"]
-    if info["tracks"] and abs(np.log((tw / th) / (iw / ih))) > 0.02:
-        lines.append(f"the tracks were drawn on a {tw}x{th} frame and are stretched onto the {iw}x{ih} image "
-                     f"(aspect {tw / th:.2f} against {iw / ih:.2f}): motion along one axis is scaled more than "
-                     "along the other")
+    stretched = stretch_warning(info.get("tracks_size") or info["input_size"], info["input_size"])
+    if info["tracks"] and stretched:
+        lines.append(stretched)
     outside = info.get("tracks_outside") or []
     if outside:
         x0, y0, x1, y1 = info["visible"]

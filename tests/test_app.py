@@ -76,6 +76,19 @@ def test_click_editing_state_machine():
     assert app_mod.tracks_json(state)["tracks"] == []
 
 
+def test_uploaded_tracks_are_rescaled_to_the_image_and_a_stretch_is_said(tmp_path):
+    """Tracks JSON of a 120x40 frame on a 60x40 image: x halves, and the status line says the tracks
+    were stretched; a 120x80 file (the image's shape, twice the size) is scaled without a note."""
+    state, _, _ = app_mod.on_upload(np.zeros((40, 60, 3), np.uint8), None)
+    (tmp_path / "wide.json").write_text(json.dumps({"width": 120, "height": 40, "tracks": [[[100, 10], [20, 30]]]}))
+    state, _, msg = app_mod.on_tracks_upload(str(tmp_path / "wide.json"), state)
+    assert app_mod.tracks_json(state)["tracks"] == [[[50.0, 10.0], [10.0, 30.0]]]
+    assert "stretched onto the 60x40 image" in msg
+    (tmp_path / "same.json").write_text(json.dumps({"width": 120, "height": 80, "tracks": [[[100, 10], [20, 30]]]}))
+    state, _, msg = app_mod.on_tracks_upload(str(tmp_path / "same.json"), state)
+    assert app_mod.tracks_json(state)["tracks"] == [[[50.0, 5.0], [10.0, 15.0]]] and "stretched" not in msg
+
+
 def test_the_ui_generation_passes_the_motion_region(tmp_path):
     from dragnuwa.models.config import get_preset
     from dragnuwa.models.dragnuwa import DragNUWA
