@@ -56,6 +56,15 @@ def test_generation_with_two_tracks_returns_playable_mp4(server, tmp_path):
     video2, _ = client.predict(handle_file(str(img)), json.dumps(tracks), "", 4, 1, 0, 1.0, 1.0,
                                api_name="/generate")
     assert read_video(video2)[0].shape[0] == 4
+    # Fit, motion init and motion region by keyword: padding the 80x48 image shows black bars
+    # top and bottom (8 of the 32 rows), where the default crop fills the frame.
+    padded, _ = client.predict(handle_file(str(img)), json.dumps(tracks), "", 4, 1, 0, 1.0, 1.0, fit="pad",
+                               motion_init=0, motion_region="object", api_name="/generate")
+    first = read_video(padded)[0][0].astype(int)
+    assert first[:3].mean() < 12 < read_video(video2)[0][0][:3].mean()
+    with pytest.raises(Exception, match="fit must be one of"):
+        client.predict(handle_file(str(img)), json.dumps(tracks), "", 4, 1, 0, 1.0, 1.0, fit="zoom",
+                       api_name="/generate")
 
 
 def test_click_editing_state_machine():
