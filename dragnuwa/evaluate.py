@@ -133,7 +133,7 @@ def autoencoder_round_trip(autoencoder) -> Reconstructor:
     def reconstruct(video: np.ndarray) -> np.ndarray:
         param = next(autoencoder.parameters())
         x = to_tensor(video)[None].to(param.device, param.dtype)
-        return to_uint8(autoencoder.decode(autoencoder.encode(x))[0])
+        return to_uint8(autoencoder.decode(autoencoder.encode(x), x[:, 0])[0])  # (first frame: a reference decoder's)
 
     return reconstruct
 

@@ -264,7 +264,8 @@ class Pipeline:
 
         latents = get_sampler(sampler or cfg.sampler)(denoise, x, sigmas, callback=callback)
         bar.close()
-        video = self.model.autoencoder.decode(latents)[0]
+        # A reference decoder sees the given image too, unless the image condition is dropped.
+        video = self.model.autoencoder.decode(latents, None if "image" in drop else first)[0]
         out = to_uint8(video)
         if paste_first:
             out[0] = fitted  # the first frame is the given image (the paper conditions on it)

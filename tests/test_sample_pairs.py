@@ -57,7 +57,7 @@ def test_decoder_fine_tune_on_samples_decodes_them_closer_to_the_true_clips(tiny
     assert pairs["z"].shape[:2] == (6, 4) and pairs["x"].shape == (6, 4, 32, 32, 3)
 
     def pair_error(ae) -> float:
-        z, x, _ = sample_pairs.pair_batch(pairs, 64, torch.Generator().manual_seed(1))
+        z, x, _, _ = sample_pairs.pair_batch(pairs, 64, torch.Generator().manual_seed(1))
         with torch.no_grad():
             return float(torch.nn.functional.mse_loss(ae.decode(z), x))
 
@@ -75,7 +75,7 @@ def test_decoder_fine_tune_on_samples_decodes_them_closer_to_the_true_clips(tiny
     (tmp_path / "weighted").mkdir()
     shutil.copy(tmp_path / "run" / "sample_pairs.pt", tmp_path / "weighted")  # the same pairs, no resampling
     weighted = load_model(train_autoencoder(cfg(out="weighted", moving_weight=4.0))).autoencoder
-    z, x, w = sample_pairs.pair_batch(pairs, 256, torch.Generator().manual_seed(2), moving_weight=1.0)
+    z, x, w, _ = sample_pairs.pair_batch(pairs, 256, torch.Generator().manual_seed(2), moving_weight=1.0)
     moving = w.expand_as(x) > 1
 
     def moving_error(ae) -> float:

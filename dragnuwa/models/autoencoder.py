@@ -2,7 +2,8 @@
 
 Each stride-2 stage halves the resolution (``factor = 2 ** (len(channels) - 1)``). Latents are
 multiplied by ``config.scale`` (set from the latent std after training) so diffusion sees
-roughly unit variance.
+roughly unit variance. With ``config.reference`` the decoder also attends to the video's first
+frame (``models/reference.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dragnuwa.models.config import AutoencoderConfig
+from dragnuwa.models.reference import ReferenceAttention, ReferenceEncoder
 
 
 class _Res(nn.Module):
@@ -41,6 +43,13 @@ class Autoencoder(nn.Module):
         dec += [nn.GroupNorm(min(8, ch[0]), ch[0]), nn.SiLU(), nn.Conv2d(ch[0], 3, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
         self.register_buffer("scale", torch.tensor(float(cfg.scale)))
+        if cfg.reference:
+            # After each decoder block below full resolution (the full-resolution one is left out: its
+            # attention would cost (H*W)^2 and the 2x-lower one already carries 2x2 pixels a token).
+            self.attend_after = [i for i, m in enumerate(self.decoder) if isinstance(m, _Res)][:-1]
+            self.reference_encoder = ReferenceEncoder(ch, _Res)
+            self.reference_attention = nn.ModuleList(ReferenceAttention(self.decoder[i].block[2].out_channels)
+                                                     for i in self.attend_after)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Frames ``[B, 3, H, W]`` (or ``[B, T, 3, H, W]``) in [-1, 1] -> scaled latents."""
@@ -49,15 +58,38 @@ class Autoencoder(nn.Module):
             return self.encode(x.flatten(0, 1)).unflatten(0, (b, -1))
         return self.encoder(x) * self.scale
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Scaled latents ``[B, C, h, w]`` (or ``[B, T, C, h, w]``) -> frames in ~[-1, 1]."""
-        if z.ndim == 5:
-            b = z.shape[0]
-            return self.decode(z.flatten(0, 1)).unflatten(0, (b, -1))
-        return self.decoder(z / self.scale)
+    def decode(self, z: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+        """Scaled latents ``[B, C, h, w]`` (or ``[B, T, C, h, w]``) -> frames in ~[-1, 1].
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+        ``ref``: the first frame ``[B, 3, H, W]`` in [-1, 1] of each video (of each frame, for 4-D
+        ``z``), for a reference decoder (``config.reference``); without it, or for a plain decoder,
+        frames are decoded from their latents alone."""
+        b = z.shape[0]
+        feats = None
+        if ref is not None and self.cfg.reference:
+            if ref.ndim != 4 or ref.shape[0] != b or ref.shape[1] != 3:
+                raise ValueError(f"reference frames {tuple(ref.shape)} do not match latents {tuple(z.shape)}")
+            feats = self.reference_encoder(ref.to(z.dtype))  # once per video, not per frame
+        if z.ndim == 5:
+            t = z.shape[1]
+            feats = None if feats is None else [f.repeat_interleave(t, dim=0) for f in feats]
+            return self._decode(z.flatten(0, 1), feats).unflatten(0, (b, t))
+        return self._decode(z, feats)
+
+    def _decode(self, z: torch.Tensor, feats: list[torch.Tensor] | None) -> torch.Tensor:
+        x = z / self.scale
+        if feats is None:
+            return self.decoder(x)
+        attend = dict(zip(self.attend_after, zip(self.reference_attention, feats)))
+        for i, layer in enumerate(self.decoder):
+            x = layer(x)
+            if i in attend:
+                attention, feat = attend[i]
+                x = attention(x, feat)
+        return x
+
+    def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.encode(x), ref)
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -19,6 +19,9 @@ class AutoencoderConfig:
     channels: tuple[int, ...] = (32, 64, 64)  # one stride-2 stage between consecutive entries
     latent_channels: int = 8
     scale: float = 1.0  # multiplies latents to ~unit variance (set after autoencoder training)
+    # The decoder also attends to the video's first frame (models/reference.py; not in the paper;
+    # tried on the bundled model, not adopted: docs/training.md).
+    reference: bool = False
 
     @property
     def factor(self) -> int:

@@ -22,35 +22,46 @@ HELD_OUT_SEED = 2_000_000  # procedural seeds for the PSNR check, never used in 
 
 
 def frame_batch(rng: np.random.Generator, n: int, size: tuple[int, int], photo_fraction: float,
-                first_seed: int = 0) -> torch.Tensor:
-    """``n`` frames ``[n, 3, H, W]`` in [-1, 1]: random frames of random procedural clips, some photo crops."""
+                first_seed: int = 0, frames: int = 0):
+    """``n`` frames ``[n, 3, H, W]`` in [-1, 1]: random frames of random procedural clips, some photo
+    crops. ``frames`` > 0: also each one's first frame (a reference decoder's input), the frames then
+    drawn from ``frames``-frame clips, and a photo's first frame a crop of it shifted as a camera pan
+    would -> ``(frames, first frames)``."""
     import cv2
 
     from dragnuwa.data.synthetic import PHOTOS, _photo, render_clip
     from dragnuwa.video import to_tensor
 
-    out = []
+    out, first = [], []
     for _ in range(n):
         if rng.random() < photo_fraction:
             img = _photo(list(PHOTOS)[rng.integers(len(PHOTOS))])
             c = int(min(img.shape[:2]) * rng.uniform(0.15, 1.0))
             y, x = rng.integers(0, img.shape[0] - c + 1), rng.integers(0, img.shape[1] - c + 1)
             out.append(cv2.resize(img[y:y + c, x:x + c], size, interpolation=cv2.INTER_AREA))
+            if frames:  # the first frame some way back along a pan (up to 15% of the crop), in the photo
+                y0, x0 = (int(np.clip(v + rng.integers(-c // 7, c // 7 + 1), 0, m - c))
+                          for v, m in ((y, img.shape[0]), (x, img.shape[1])))
+                first.append(cv2.resize(img[y0:y0 + c, x0:x0 + c], size, interpolation=cv2.INTER_AREA))
         else:
-            clip = render_clip(first_seed + int(rng.integers(0, 900_000)), 2, size)
-            out.append(clip.frames[int(rng.integers(0, 2))])
+            clip = render_clip(first_seed + int(rng.integers(0, 900_000)), max(2, frames), size)
+            out.append(clip.frames[int(rng.integers(0, len(clip.frames)))])
+            first.append(clip.frames[0])
+    if frames:
+        return to_tensor(np.stack(out)), to_tensor(np.stack(first))
     return to_tensor(np.stack(out))
 
 
 def held_out_psnr(ae, size: tuple[int, int], n: int = 64) -> float:
-    """PSNR (dB) on frames of held-out procedural clips."""
+    """PSNR (dB) on frames of held-out procedural clips (a reference decoder given their first frames)."""
     from dragnuwa.data.synthetic import render_clip
     from dragnuwa.models.autoencoder import psnr
     from dragnuwa.video import to_tensor
 
-    frames = to_tensor(np.stack([render_clip(HELD_OUT_SEED + i, 2, size).frames[1] for i in range(n)]))
+    clips = [render_clip(HELD_OUT_SEED + i, 2, size).frames for i in range(n)]
+    frames, first = (to_tensor(np.stack([c[k] for c in clips])) for k in (1, 0))
     with torch.no_grad():
-        return psnr(ae(frames), frames)
+        return psnr(ae(frames, first), frames)
 
 
 def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path:
@@ -62,11 +73,16 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
     check_output(out, folder=True, what="out_dir")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", to_yaml(cfg))
-    model = DragNUWA(get_preset(cfg.model))
+    mcfg = get_preset(cfg.model)
+    mcfg.autoencoder.reference = cfg.reference
+    model = DragNUWA(mcfg)
     if cfg.init:
+        from dragnuwa.models.dragnuwa import read_model_file
         from dragnuwa.training.checkpoint import load_weights_into
 
         load_weights_into(model, cfg.init, prefix="autoencoder.")
+        if cfg.reference and not read_model_file(cfg.init)[0].autoencoder.reference:
+            model.autoencoder.reference_encoder.copy_encoder(model.autoencoder.encoder)  # a new reference decoder
     elif cfg.decoder_only:
         raise UserError("decoder_only needs init: the model file whose encoder to keep")
     ae = model.autoencoder
@@ -94,17 +110,21 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
     t0 = time.time()
     while step < cfg.steps:
         rng = np.random.default_rng([cfg.seed, step])
-        # (latents, target frames, loss weights): sampled pairs, then fresh frames through the
-        # encoder, whose round trip keeps the decoder sharp on clean latents.
+        # (latents, target frames, loss weights, first frames): sampled pairs, then fresh frames
+        # through the encoder, whose round trip keeps the decoder sharp on clean latents.
         parts = []
         if pairs is not None:
             parts.append(pair_batch(pairs, n_pairs, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step),
                                     cfg.moving_weight))
         if cfg.batch_size > n_pairs:
-            x = frame_batch(rng, cfg.batch_size - n_pairs, size, cfg.photo_fraction)
-            parts.append((ae.encode(x), x, torch.ones_like(x[:, :1])))
-        z, target, weight = (torch.cat(t) for t in zip(*parts))
-        loss = reconstruction_loss(ae.decode(z), target, weight if cfg.moving_weight else None)
+            x, first = frame_batch(rng, cfg.batch_size - n_pairs, size, cfg.photo_fraction,
+                                   frames=model.cfg.frames)
+            with torch.set_grad_enabled(not cfg.decoder_only):
+                z = ae.encode(x)
+            parts.append((z, x, torch.ones_like(x[:, :1]), first))
+        z, target, weight, first = (torch.cat(t) for t in zip(*parts))
+        recon = ae.decode(z, first if cfg.reference else None)
+        loss = reconstruction_loss(recon, target, weight if cfg.moving_weight else None)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -90,6 +90,9 @@ class AutoencoderTrainConfig:
     # The loss on a pair's pixels that differ from its clip's first frame (what moved, and where the
     # tracker looks; sample_pairs.moving_mask) weighs 1 + moving_weight; 0 = every pixel alike.
     moving_weight: float = 0.0
+    # A reference decoder (models/reference.py): every decoded frame also sees its clip's first
+    # frame. With decoder_only and init, it starts as init's decoder (its attention starts at zero).
+    reference: bool = False
 
 
 def load_config(path: str | Path, cls=TrainConfig):

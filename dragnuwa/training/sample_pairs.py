@@ -69,18 +69,18 @@ def load_or_build_sample_pairs(cache: Path, model_path: str, clips: int, first_s
 
 
 def pair_batch(data: dict, n: int, generator: torch.Generator,
-               moving_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               moving_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n`` random frames of the pairs: ``(latents [n, C, h, w], frames [n, 3, H, W] in [-1, 1],
-    loss weights [n, 1, H, W])``, the weights 1 + ``moving_weight`` where :func:`moving_mask` is set."""
+    loss weights [n, 1, H, W], their clips' first frames [n, 3, H, W])``, the weights
+    1 + ``moving_weight`` where :func:`moving_mask` is set."""
     from dragnuwa.video import to_tensor
 
     z, x = data["z"], data["x"]
     clip = torch.randint(0, z.shape[0], (n,), generator=generator)
     frame = torch.randint(0, z.shape[1], (n,), generator=generator)
-    frames = to_tensor(x[clip, frame].numpy())
-    weight = 1 + moving_weight * moving_mask(frames, to_tensor(x[clip, 0].numpy())) if moving_weight else \
-        torch.ones_like(frames[:, :1])
-    return z[clip, frame].float(), frames, weight
+    frames, first = to_tensor(x[clip, frame].numpy()), to_tensor(x[clip, 0].numpy())
+    weight = 1 + moving_weight * moving_mask(frames, first) if moving_weight else torch.ones_like(frames[:, :1])
+    return z[clip, frame].float(), frames, weight, first
 
 
 def moving_mask(frames: torch.Tensor, first: torch.Tensor, threshold: float = 0.1, grow: int = 2) -> torch.Tensor:
