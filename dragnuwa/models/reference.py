@@ -19,8 +19,8 @@ from torch import nn
 
 
 def position_encoding(channels: int, h: int, w: int, device=None) -> torch.Tensor:
-    """2D sinusoidal position features ``[channels, h, w]`` (half for y, half for x), in units of the
-    grid, so the same offsets read the same at every resolution a decoder attends at."""
+    """2D sinusoidal position features ``[channels, h, w]`` (half for y, half for x) over grid
+    cells, wavelengths from 2 pi to 200 pi cells: a query prefers keys near its own place."""
     quarter = max(1, channels // 4)
     freq = torch.exp(-math.log(100.0) * torch.arange(quarter, device=device) / quarter)
     ys, xs = torch.arange(h, device=device).float(), torch.arange(w, device=device).float()
