@@ -171,13 +171,12 @@ def on_fit(fit: str, state):
 
 
 def on_tracks_upload(file, state):
+    from dragnuwa.pipeline import stretch_warning
     from dragnuwa.tracks_io import load_tracks
 
     if file is None or state["image"] is None:
         return state, _render(state), "Upload an image before a tracks JSON."
     ts = load_tracks(file if isinstance(file, str) else file.name)
-    from dragnuwa.pipeline import stretch_warning
-
     h, w = state["image"].shape[:2]
     stretched = stretch_warning((ts.width, ts.height), (w, h))
     ts = ts.rescaled(w, h)

@@ -77,15 +77,15 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
     mcfg.autoencoder.reference = cfg.reference
     model = DragNUWA(mcfg)
     if cfg.init:
-        from dragnuwa.models.dragnuwa import read_model_file
         from dragnuwa.training.checkpoint import load_weights_into
 
-        load_weights_into(model, cfg.init, prefix="autoencoder.")
-        if cfg.reference and not read_model_file(cfg.init)[0].autoencoder.reference:
+        src = load_weights_into(model, cfg.init, prefix="autoencoder.")
+        if cfg.reference and not src.autoencoder.reference:
             model.autoencoder.reference_encoder.copy_encoder(model.autoencoder.encoder)  # a new reference decoder
     elif cfg.decoder_only:
         raise UserError("decoder_only needs init: the model file whose encoder to keep")
     ae = model.autoencoder
+    reference = model.cfg.autoencoder.reference  # also when init brought a reference decoder
     size = (model.cfg.width, model.cfg.height)
     ae.encoder.requires_grad_(not cfg.decoder_only)
     opt = torch.optim.AdamW([p for p in ae.parameters() if p.requires_grad], lr=cfg.lr)
@@ -117,13 +117,15 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
             parts.append(pair_batch(pairs, n_pairs, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step),
                                     cfg.moving_weight))
         if cfg.batch_size > n_pairs:
-            x, first = frame_batch(rng, cfg.batch_size - n_pairs, size, cfg.photo_fraction,
-                                   frames=model.cfg.frames)
+            # A plain decoder's frames come as before: of 2-frame clips, with no first frames to render.
+            x, first = (frame_batch(rng, cfg.batch_size - n_pairs, size, cfg.photo_fraction, frames=model.cfg.frames)
+                        if reference else (frame_batch(rng, cfg.batch_size - n_pairs, size, cfg.photo_fraction), None))
             with torch.set_grad_enabled(not cfg.decoder_only):
                 z = ae.encode(x)
             parts.append((z, x, torch.ones_like(x[:, :1]), first))
-        z, target, weight, first = (torch.cat(t) for t in zip(*parts))
-        recon = ae.decode(z, first if cfg.reference else None)
+        z, target, weight, first = zip(*parts)
+        z, target, weight = torch.cat(z), torch.cat(target), torch.cat(weight)
+        recon = ae.decode(z, torch.cat(first) if reference else None)
         loss = reconstruction_loss(recon, target, weight if cfg.moving_weight else None)
         opt.zero_grad()
         loss.backward()

@@ -58,9 +58,10 @@ def load_checkpoint(folder: Path, model, ema_model, optimizer, scheduler) -> int
 SAMPLING_DEFAULTS = ("steps", "sampler", "text_guidance", "traj_guidance", "motion_init", "fps")
 
 
-def load_weights_into(model, path: str | Path, prefix: str = "") -> None:
-    """Copy weights from a model file into ``model`` (only keys starting with ``prefix``). The file
-    may hold only those weights: `offline_gpu_train.sh prepare` carries an autoencoder so."""
+def load_weights_into(model, path: str | Path, prefix: str = ""):
+    """Copy weights from a model file into ``model`` (only keys starting with ``prefix``) -> the
+    file's ``ModelConfig``. The file may hold only those weights: `offline_gpu_train.sh prepare`
+    carries an autoencoder so."""
     src_cfg, stored = read_model_file(path)
     if prefix in ("", "autoencoder."):  # these loads bring the autoencoder
         # The latent scale is set by autoencoder training; keep the config (saved with the model) in step.
@@ -90,6 +91,7 @@ def load_weights_into(model, path: str | Path, prefix: str = "") -> None:
     wrong = [k for k in state if k in missing.unexpected_keys]
     if wrong:
         raise UserError(f"{path} does not match the model: unexpected key {wrong[0]}")
+    return src_cfg
 
 
 def save_autoencoder_only(src: str | Path, out: str | Path) -> Path:
