@@ -72,7 +72,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         frames=args.frames, steps=args.steps, seed=args.seed, guidance=args.guidance,
         traj_guidance=args.traj_guidance, model=args.model, overlay=args.overlay, fit=args.fit,
         motion_init=args.motion_init, motion_region=args.motion_region, upscale=args.upscale, fps=args.fps,
-        variants=args.variants,
+        variants=args.variants, detail=args.detail,
     )
     print(out)
 
@@ -116,7 +116,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     report = evaluate.run_evaluation(model=args.model, out_dir=args.out_dir, count=args.count,
                                      seed=args.seed, steps=args.steps, ablations=args.ablations,
-                                     motion_init=args.motion_init, motion_region=args.motion_region)
+                                     motion_init=args.motion_init, motion_region=args.motion_region,
+                                     detail=args.detail)
     print(report)
 
 
@@ -182,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sample N seeds from --seed on: each video as OUT_seed<S>, and OUT shows them side by side")
     s.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop",
                    help="how an image of another aspect ratio is fitted (default: %(default)s)")
+    s.add_argument("--no-detail", dest="detail", action="store_false",
+                   help="keep the decoded frames as they are, without the image's fine detail carried "
+                        "along the video's motion (dragnuwa.detail)")
     s.add_argument("--upscale", type=_positive_int, default=1, metavar="N",
                    help="write the video N times the model's size (bicubic), for viewing (default: 1)")
     s.add_argument("--fps", type=float, default=None,
@@ -248,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--motion-region", choices=MOTION_REGIONS + ("brush",), default="disc",
                    help="what motion init moves along each track (as in generate); brush: each tracked "
                         "object's true pixels painted as a motion brush (generate --brush)")
+    s.add_argument("--no-detail", dest="detail", action="store_false",
+                   help="score the decoded videos without the image's detail restored (as generate --no-detail)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("app", help="web UI: drag trajectories on an image, get the video")

@@ -90,14 +90,15 @@ def scene_cases(count: int, first_seed: int, frames: int, size: tuple[int, int],
 
 
 def pipeline_generator(model="bundled", steps: int | None = None, seed: int = 0,
-                       motion_init: float | None = None,
-                       motion_region: str = "disc") -> tuple[Generator, tuple, int, Reconstructor, Redrawer | None]:
+                       motion_init: float | None = None, motion_region: str = "disc",
+                       detail: bool = True) -> tuple[Generator, tuple, int, Reconstructor, Redrawer | None]:
     """The one place the evaluation calls the generation pipeline: ``(generate, (W, H), frames,
     reconstruct, redraw)``; ``reconstruct`` passes a video through the model's autoencoder, ``redraw``
     (None without motion init) samples it back from sigma ``motion_init`` as the generations do
     from the animation. ``motion_init`` None = the model's default; a ``drop`` naming "motion_init"
     turns it off for that call; ``motion_region`` is what it moves along each track ("disc" or "object";
-    "brush": the ``brush`` mask ``generate`` is then called with, as a user's motion brush)."""
+    "brush": the ``brush`` mask ``generate`` is then called with, as a user's motion brush); ``detail``:
+    the pipeline's detail restoration, on the generations and the round trip alike."""
     from dragnuwa.pipeline import load_pipeline
 
     pipe = load_pipeline(model)
@@ -108,32 +109,35 @@ def pipeline_generator(model="bundled", steps: int | None = None, seed: int = 0,
         # paste_first=False: the decoded first frame is scored, not the given image pasted over it.
         res = pipe.generate(image, tracks, text, frames=tracks.shape[1], steps=steps, seed=seed,
                             drop=tuple(d for d in drop if d != "motion_init"), paste_first=False,
-                            show_progress=False, motion_init=start, brush=brush,
+                            show_progress=False, motion_init=start, brush=brush, detail=detail,
                             motion_region="disc" if motion_region == EVAL_BRUSH else motion_region)
         return res.frames
 
     def redraw(video, image, tracks, text):
         res = pipe.generate(image, tracks, text, frames=tracks.shape[1], steps=steps, seed=seed, paste_first=False,
-                            show_progress=False, motion_init=motion_init, start_video=video)
+                            show_progress=False, motion_init=motion_init, start_video=video, detail=detail)
         return res.frames
 
     uses_motion_init = (cfg.motion_init if motion_init is None else motion_init) > 0
-    return (generate, (cfg.width, cfg.height), cfg.frames, autoencoder_round_trip(pipe.model.autoencoder),
+    return (generate, (cfg.width, cfg.height), cfg.frames, autoencoder_round_trip(pipe.model.autoencoder, detail),
             redraw if uses_motion_init else None)
 
 
-def autoencoder_round_trip(autoencoder) -> Reconstructor:
+def autoencoder_round_trip(autoencoder, detail: bool = False) -> Reconstructor:
     """``video uint8 [T, H, W, 3]`` -> the same video encoded and decoded by ``autoencoder``: what the
-    best latent video of a model with this autoencoder looks like (the evaluation's yardstick)."""
+    best latent video of a model with this autoencoder looks like (the evaluation's yardstick);
+    ``detail`` restores its first frame's detail as the pipeline does (``dragnuwa.detail``)."""
     import torch
 
+    from dragnuwa.detail import restore_detail
     from dragnuwa.video import to_tensor, to_uint8
 
     @torch.no_grad()
     def reconstruct(video: np.ndarray) -> np.ndarray:
         param = next(autoencoder.parameters())
         x = to_tensor(video)[None].to(param.device, param.dtype)
-        return to_uint8(autoencoder.decode(autoencoder.encode(x), x[:, 0])[0])  # (first frame: a reference decoder's)
+        out = to_uint8(autoencoder.decode(autoencoder.encode(x), x[:, 0])[0])  # (first frame: a reference decoder's)
+        return restore_detail(out, video[0]) if detail else out
 
     return reconstruct
 
@@ -304,7 +308,10 @@ def _report_markdown(summary: dict, meta: dict) -> str:
                                   if "redrawn" in summary.get("yardsticks", {}) else "."),
         _start_note(summary, meta),
         f"- model {meta['model']}, seeds from {meta['seed']}, steps {meta['steps']}, "
-        f"{meta['frames']} frames at {meta['size'][0]}x{meta['size'][1]}.", "", "![report](report.png)"]
+        f"{meta['frames']} frames at {meta['size'][0]}x{meta['size'][1]}"
+        + {True: ", the image's detail restored (dragnuwa.detail) on every video given the image, and on the round trip.",
+           False: ", no detail restoration (--no-detail)."}.get(meta.get("detail"), "."),
+        "", "![report](report.png)"]
     if meta.get("warning"):
         notes.insert(0, f"\n**Warning:** {meta['warning']}")
     return "# dragnuwa evaluation\n\n" + markdown_table(summary) + "\n".join(notes) + "\n"
@@ -372,7 +379,7 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
                    steps: int | None = None, ablations: bool = True, generate_fn: Generator | None = None,
                    size: tuple[int, int] = (64, 64), frames: int = 14,
                    reconstruct_fn: Reconstructor | None = None, motion_init: float | None = None,
-                   motion_region: str = "disc", redraw_fn: Redrawer | None = None) -> Path:
+                   motion_region: str = "disc", redraw_fn: Redrawer | None = None, detail: bool = True) -> Path:
     """Metrics on ``count`` held-out clips, with and without each condition; returns report.md's path.
 
     ``generate_fn(image, tracks, text, drop) -> uint8 [T, H, W, 3]`` replaces the model (tests);
@@ -383,7 +390,7 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
     ``no_motion_init`` row shows the model alone (an injected ``generate_fn`` then gets that drop);
     ``motion_region`` ("disc" or "object") is what motion init moves along each track; "brush"
     paints each tracked object's true pixels as a motion brush instead (``generate_fn`` then gets
-    a ``brush`` keyword).
+    a ``brush`` keyword). ``detail``: the pipeline's detail restoration (``dragnuwa.detail``).
     """
     if int(count) < 1:
         raise UserError(f"--count must be at least 1, got {count}")
@@ -405,13 +412,14 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
             start = load_pipeline(model).cfg.motion_init
         check_motion_init(start)  # before any clip is rendered or scored
         generate_fn, size, frames, reconstruct_fn, redraw_fn = pipeline_generator(
-            model, steps, motion_init=start, motion_region=motion_region)
+            model, steps, motion_init=start, motion_region=motion_region, detail=detail)
     variants = dict(VARIANTS) if ablations else {"full": ()}
     if not start:
         variants.pop("no_motion_init", None)
     name = str(model) if isinstance(model, (str, Path)) else type(model).__name__
     meta = {"model": "custom generator" if injected else name, "seed": int(seed), "steps": steps,
-            "motion_init": start, "motion_region": motion_region, "frames": int(frames), "size": [int(size[0]), int(size[1])],
+            "motion_init": start, "motion_region": motion_region, "detail": None if injected else bool(detail),
+            "frames": int(frames), "size": [int(size[0]), int(size[1])],
             "variants": list(variants)}
     if int(seed) < TRAINING_SEEDS_END:
         meta["warning"] = (f"seeds from {seed} overlap the training scenes (0..{TRAINING_SEEDS_END - 1}); "

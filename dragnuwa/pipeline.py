@@ -148,7 +148,7 @@ class Pipeline:
                  sampler: str | None = None, show_progress: bool = True, drop: tuple[str, ...] = (),
                  paste_first: bool = True, motion_init: float | None = None,
                  motion_region: str = "disc", start_video: np.ndarray | None = None,
-                 brush=None) -> GenerationResult:
+                 brush=None, detail: bool = True) -> GenerationResult:
         """Generate a video (paper Sec. 3: text + image + trajectory). Same seed, same video.
 
         ``drop`` names conditions replaced by the null condition ("text", "image", "traj"), for
@@ -164,7 +164,10 @@ class Pipeline:
         ``start_video`` (uint8 ``[frames, H, W, 3]`` at the model's size) replaces that animation as
         the start, e.g. the true clip for the evaluation's yardstick of what the model's redraw from
         sigma ``motion_init`` costs (SDEdit of a given video).
+        ``detail`` carries the given image's fine detail onto the decoded frames along the video's
+        own motion (``dragnuwa.detail``; not in the paper); off when the image is dropped.
         """
+        from dragnuwa.detail import restore_detail
         from dragnuwa.diffusion.guidance import MultiCondGuider
         from dragnuwa.diffusion.preconditioning import EDMDenoiser
         from dragnuwa.diffusion.samplers import get_sampler
@@ -267,11 +270,14 @@ class Pipeline:
         # A reference decoder sees the given image too, unless the image condition is dropped.
         video = self.model.autoencoder.decode(latents, None if "image" in drop else first)[0]
         out = to_uint8(video)
+        detail = bool(detail) and "image" not in drop
+        if detail:
+            out = restore_detail(out, fitted)
         if paste_first:
             out[0] = fitted  # the first frame is the given image (the paper conditions on it)
         info = {"seed": int(seed), "steps": steps, "frames": frames, "guidance": guidance,
                 "traj_guidance": traj_guidance, "motion_init": motion_init,
-                "motion_region": moved if motion_init else None, "sampler_steps": len(sigmas) - 1,
+                "motion_region": moved if motion_init else None, "detail": detail, "sampler_steps": len(sigmas) - 1,
                 "seconds": round(time.time() - t0, 2),
                 "input_size": [src_w, src_h], "tracks_size": drawn_on, "model_size": [cfg.width, cfg.height],
                 "fit": fit,
@@ -352,7 +358,7 @@ def load_pipeline(model="bundled") -> Pipeline:
 def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", out: str = "out.mp4", frames=None,
                      steps=None, seed: int = 0, guidance=None, traj_guidance=None, model="bundled", overlay=None,
                      fit: str = "crop", motion_init=None, motion_region: str = "disc", upscale: int = 1,
-                     fps: float | None = None, variants: int = 1) -> Path:
+                     fps: float | None = None, variants: int = 1, detail: bool = True) -> Path:
     """`dragnuwa generate`: one video written atomically to ``out`` (.mp4 or .gif; + optional tracks
     overlay), ``upscale`` times the model's size, played at ``fps`` (None: the model's).
 
@@ -379,7 +385,7 @@ def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", 
     if variants == 1:
         res = pipe.generate(image, tracks=tracks, text=text, frames=frames, steps=steps, seed=seed,
                             guidance=guidance, traj_guidance=traj_guidance, flow=flow, fit=fit,
-                            motion_init=motion_init, motion_region=motion_region, brush=brush)
+                            motion_init=motion_init, motion_region=motion_region, brush=brush, detail=detail)
         path, _ = write_outputs(res, out, overlay, fps, upscale)
         print(describe(res.info, upscale))
         for line in input_warnings(res.info):
@@ -387,7 +393,8 @@ def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", 
         return path
     return _write_variants(pipe, dict(image=image, tracks=pipe.read_tracks(tracks), text=text, frames=frames,
                                       steps=steps, guidance=guidance, traj_guidance=traj_guidance, flow=flow, fit=fit,
-                                      motion_init=motion_init, motion_region=motion_region, brush=brush),
+                                      motion_init=motion_init, motion_region=motion_region, brush=brush,
+                                      detail=detail),
                            seed, variants, Path(out), overlay, fps, upscale)
 
 
@@ -436,7 +443,8 @@ def describe(info: dict, upscale: int = 1) -> str:
              f"{i['tracks']} tracks"
              + (f" moving {i['brush_regions']} brushed regions" if i.get("brush_regions") else ""),
              f"{i['frames']} frames, {i['sampler_steps']} sampler steps"
-             + (f" from motion init at sigma {i['motion_init']:g} ({i['motion_region']})" if i["motion_init"] else ""),
+             + (f" from motion init at sigma {i['motion_init']:g} ({i['motion_region']})" if i["motion_init"] else "")
+             + (", the image's detail restored" if i.get("detail") else ""),
              f"{i['seconds']} s" + (f"; written {upscale}x larger (bicubic)" if upscale > 1 else "")]
     return parts[0] + "; " + ", ".join(parts[1:])
 

@@ -65,6 +65,11 @@ def test_generation_with_two_tracks_returns_playable_mp4(server, tmp_path):
     with pytest.raises(Exception, match="fit must be one of"):
         client.predict(handle_file(str(img)), json.dumps(tracks), "", 4, 1, 0, 1.0, 1.0, fit="zoom",
                        api_name="/generate")
+    # Detail restoration is on unless turned off: the same sample, other frames after the first.
+    plain, _ = client.predict(handle_file(str(img)), json.dumps(tracks), "", 4, 1, 0, 1.0, 1.0, detail=False,
+                              api_name="/generate")
+    plain, restored = read_video(plain)[0].astype(int), read_video(video2)[0].astype(int)
+    assert np.abs(plain[0] - restored[0]).mean() < 1 < np.abs(plain[1:] - restored[1:]).mean()
 
 
 def test_click_editing_state_machine():

@@ -286,3 +286,22 @@ def test_a_brush_with_a_videos_tracks_moves_what_is_painted_and_drops_the_rest(p
     drawn = TrackSet(64, 40, [np.array([[50.0, 20.0], [55.0, 20.0]])])
     with pytest.raises(UserError, match="starts outside every painted region"):
         pipe.generate(_img(), drawn, "", frames=4, steps=1, show_progress=False, brush=mask)
+
+
+def test_detail_is_restored_unless_turned_off_or_the_image_is_dropped(pipe):
+    ts = TrackSet(64, 40, [np.array([[10.0, 10.0], [30.0, 20.0]])])
+
+    def run(**kw):
+        return pipe.generate(_img(), ts, "a red circle", seed=3, show_progress=False, paste_first=False, **kw)
+
+    on, off = run(), run(detail=False)
+    assert on.info["detail"] and not off.info["detail"]
+    from dragnuwa.detail import restore_detail
+    from dragnuwa.metrics import psnr
+
+    # The same sample, with the given image's detail on it: the first frame comes closer to the image.
+    assert np.array_equal(on.frames, restore_detail(off.frames, on.image))
+    assert psnr(on.frames[0], on.image) > psnr(off.frames[0], on.image) + 1
+    # Without the image condition there is no image detail to carry either.
+    no_image, no_image_off = run(drop=("image",)), run(drop=("image",), detail=False)
+    assert not no_image.info["detail"] and np.array_equal(no_image.frames, no_image_off.frames)
