@@ -40,6 +40,10 @@ class GenerationResult:
     latents: torch.Tensor | None = None  # what was decoded, [T, C, h, w] (the decoder's training pairs)
     # A motion brush's moving tracks [M, T, 2] and the painted region bool [H, W] each one moves.
     brush: tuple[np.ndarray, list[np.ndarray]] | None = None
+    # The frames as decoded (before detail restoration and the pasted first frame), and the given
+    # image as given (RGB, before fitting): what `upscaled_frames` restores detail at a larger size from.
+    decoded: np.ndarray | None = None
+    source: np.ndarray | None = None
 
 
 def _load_motion_file(path: str | Path) -> np.ndarray:
@@ -269,10 +273,9 @@ class Pipeline:
         bar.close()
         # A reference decoder sees the given image too, unless the image condition is dropped.
         video = self.model.autoencoder.decode(latents, None if "image" in drop else first)[0]
-        out = to_uint8(video)
+        decoded = to_uint8(video)
         detail = bool(detail) and "image" not in drop
-        if detail:
-            out = restore_detail(out, fitted)
+        out = restore_detail(decoded, fitted) if detail else decoded.copy()
         if paste_first:
             out[0] = fitted  # the first frame is the given image (the paper conditions on it)
         info = {"seed": int(seed), "steps": steps, "frames": frames, "guidance": guidance,
@@ -280,12 +283,12 @@ class Pipeline:
                 "motion_region": moved if motion_init else None, "detail": detail, "sampler_steps": len(sigmas) - 1,
                 "seconds": round(time.time() - t0, 2),
                 "input_size": [src_w, src_h], "tracks_size": drawn_on, "model_size": [cfg.width, cfg.height],
-                "fit": fit,
+                "fit": fit, "paste_first": bool(paste_first),
                 "point_mapping": transform.describe(), "tracks": int(len(trk)), "tracks_outside": outside,
                 "visible": [round(v, 1) for v in transform.visible((src_w, src_h), (cfg.width, cfg.height))],
                 "brush_regions": None if regions is None else len(regions)}
         return GenerationResult(out, trk, maps, fitted, info, latents[0],
-                                None if regions is None else (brushed, regions))
+                                None if regions is None else (brushed, regions), decoded, img)
 
     def _brush(self, brush, tracks, trk: np.ndarray, image_size: tuple[int, int],
                fit: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -402,12 +405,10 @@ def render_variants(pipe, seeds: list[int], upscale: int = 1, draw: bool = True,
     """``pipe.generate(**kwargs)`` once per seed -> yields ``(seed, result, frames, drawn)``: the frames
     ``upscale`` times the model's size, and (with ``draw``) the tracks drawn on them, else None.
     ``progress(i, n)`` runs once over all the seeds' sampler steps together."""
-    from dragnuwa.video import upscale as enlarge
-
     for k, s in enumerate(seeds):
         step = None if progress is None else (lambda i, n, k=k: progress(k * n + i, len(seeds) * n))
         res = pipe.generate(seed=s, progress=step, show_progress=False, **kwargs)
-        frames = enlarge(res.frames, upscale)
+        frames = upscaled_frames(res, upscale)
         yield s, res, frames, overlay_frames(res, frames, upscale) if draw else None
 
 
@@ -480,14 +481,35 @@ def input_warnings(info: dict) -> list[str]:
 
 def write_outputs(res, out, overlay=None, fps: float = 8.0, upscale: int = 1) -> tuple[Path, Path | None]:
     """Write a generation's video, and optionally its tracks overlay (with a motion brush's regions
-    outlined), ``upscale`` times the model's size (bicubic; the tracks are drawn at the larger size,
-    so they stay thin), each atomically."""
-    from dragnuwa.video import upscale as enlarge, write_video
+    outlined), ``upscale`` times the model's size (``upscaled_frames``; the tracks are drawn at the
+    larger size, so they stay thin), each atomically."""
+    from dragnuwa.video import write_video
 
-    frames = enlarge(res.frames, upscale)
+    frames = upscaled_frames(res, upscale)
     path = write_video(out, frames, fps)
     drawn = write_video(overlay, overlay_frames(res, frames, upscale), fps) if overlay else None
     return path, drawn
+
+
+def upscaled_frames(res, factor: int) -> np.ndarray:
+    """A generation's frames ``factor`` times the model's size, for viewing: bicubic, and when the
+    generation restored detail (``dragnuwa.detail``), the given image's own detail at that size
+    restored along the video's motion, with the first frame the image itself fitted at that size
+    (when it was pasted): a photo keeps its sharpness where the model's 64 px cannot hold it."""
+    from dragnuwa.detail import DetailConfig, restore_detail
+    from dragnuwa.video import fit_image, upscale
+
+    decoded, source = getattr(res, "decoded", None), getattr(res, "source", None)
+    info = getattr(res, "info", {})
+    if factor == 1 or not info.get("detail") or decoded is None or source is None:
+        return upscale(res.frames, factor)
+    h, w = res.frames.shape[1:3]
+    image = fit_image(source, (w * factor, h * factor), info["fit"])[0]
+    # The same split as at the model's size, in the larger video's pixels.
+    out = restore_detail(upscale(decoded, factor), image, DetailConfig(sigma=DetailConfig.sigma * factor))
+    if info.get("paste_first"):
+        out[0] = image
+    return out
 
 
 def overlay_frames(res, frames: np.ndarray, upscale: int = 1) -> np.ndarray:

@@ -51,3 +51,28 @@ def test_a_still_video_gets_the_image_detail_back():
 def test_the_image_must_match_the_frames():
     with pytest.raises(ValueError, match="image must be"):
         restore_detail(np.zeros((3, 32, 32, 3), np.uint8), np.zeros((16, 16, 3), np.uint8))
+
+
+def test_an_upscaled_video_gets_the_detail_of_the_image_at_that_size():
+    from types import SimpleNamespace
+
+    from dragnuwa.pipeline import upscaled_frames
+    from dragnuwa.video import upscale
+
+    # The truth at 128 px, sliding 4 px a frame; the model's 64 px frames are a soft copy of it.
+    tex = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 255, (200, 240, 3)).astype(np.uint8), (0, 0), 1.0)
+    true = np.stack([tex[20:148, 20 + 4 * t:148 + 4 * t] for t in range(6)])
+    small = _blur(np.stack([cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA) for f in true]), 1.0)
+    res = SimpleNamespace(frames=small, decoded=small, source=true[0], tracks=np.zeros((0, 6, 2)),
+                          info={"detail": True, "fit": "crop", "paste_first": True})
+    big = upscaled_frames(res, 2)
+    assert big.shape == true.shape and np.array_equal(big[0], true[0])  # the image itself, at 128 px
+
+    def seen(v):  # frames 1.., over what frame 0 showed
+        return np.mean([psnr(v[t][:, :128 - 4 * t - 8], true[t][:, :128 - 4 * t - 8]) for t in range(1, 6)])
+
+    # Measured: bicubic 24.4 dB, with the image's detail 27.8 dB.
+    assert seen(big) > seen(upscale(small, 2)) + 2
+    # Without detail restoration (or at the model's size) it is the plain enlargement.
+    res.info["detail"] = False
+    assert np.array_equal(upscaled_frames(res, 2), upscale(small, 2))
