@@ -59,6 +59,19 @@ def main() -> None:
         print(f"motion init {res.info['motion_init']:g}{where}: {res.info['sampler_steps']} of {res.info['steps']} steps run; "
               f"generate: {np.mean(times):.2f} s per video (min {min(times):.2f}, over {args.repeat}); "
               f"peak RSS so far {rss:.2f} GB")
+    # Detail restoration (dragnuwa.detail): inside generate at the model's size, and again at the
+    # size the demo and the app write (--upscale 4).
+    from dragnuwa.detail import restore_detail
+    from dragnuwa.pipeline import upscaled_frames
+
+    t = time.perf_counter()
+    restore_detail(res.decoded, res.image)
+    small_s = time.perf_counter() - t
+    t = time.perf_counter()
+    upscaled_frames(res, 4)
+    print(f"detail restoration: {small_s:.2f} s at {cfg.width}x{cfg.height} (part of generate above), "
+          f"{time.perf_counter() - t:.2f} s for --upscale 4 ({4 * cfg.width}x{4 * cfg.height}, as the demo and app write)")
+
 
 if __name__ == "__main__":
     main()

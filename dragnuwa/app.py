@@ -17,7 +17,7 @@ import numpy as np
 
 from dragnuwa.errors import UserError
 
-# The UI writes its videos 4x the model's 64 px (bicubic), so the player is not a thumbnail; the API
+# The UI writes its videos 4x the model's 64 px (pipeline.upscaled_frames), so the player is not a thumbnail; the API
 # endpoint returns the model's own size.
 VIEW_UPSCALE = 4
 

@@ -148,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_seed, default=0)
     # 4x: the bundled model's 64 px is a thumbnail in most players; the demo is there to be watched.
     s.add_argument("--upscale", type=_positive_int, default=4, metavar="N",
-                   help="write the video N times the model's size (bicubic), for viewing; 1 = the model's "
-                        "own size (default: %(default)s)")
+                   help="write the video N times the model's size (bicubic, plus the image's own detail), "
+                        "for viewing; 1 = the model's own size (default: %(default)s)")
     s.add_argument("--fps", type=float, default=None,
                    help="frames per second the video plays at (default: the model's, 8 for the bundled one)")
     s.set_defaults(func=cmd_demo)
@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the decoded frames as they are, without the image's fine detail carried "
                         "along the video's motion (dragnuwa.detail)")
     s.add_argument("--upscale", type=_positive_int, default=1, metavar="N",
-                   help="write the video N times the model's size (bicubic), for viewing (default: 1)")
+                   help="write the video N times the model's size (bicubic, plus the image's own detail "
+                        "unless --no-detail), for viewing (default: 1)")
     s.add_argument("--fps", type=float, default=None,
                    help="frames per second the video plays at (default: the model's, 8 for the bundled one)")
     s.set_defaults(func=cmd_generate)

@@ -446,7 +446,8 @@ def describe(info: dict, upscale: int = 1) -> str:
              f"{i['frames']} frames, {i['sampler_steps']} sampler steps"
              + (f" from motion init at sigma {i['motion_init']:g} ({i['motion_region']})" if i["motion_init"] else "")
              + (", the image's detail restored" if i.get("detail") else ""),
-             f"{i['seconds']} s" + (f"; written {upscale}x larger (bicubic)" if upscale > 1 else "")]
+             f"{i['seconds']} s" + (f"; written {upscale}x larger (bicubic" + (", with the image's detail" if i.get("detail") else "") + ")"
+                                     if upscale > 1 else "")]
     return parts[0] + "; " + ", ".join(parts[1:])
 
 
