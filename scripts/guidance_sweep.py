@@ -8,6 +8,9 @@ error of each next to a static video's, and the PSNR of the whole video against 
     python scripts/guidance_sweep.py runs/c_stage2/checkpoint/ema.safetensors --scales 2 5 8 --clips 12
     python scripts/guidance_sweep.py bundled --scales 3 --motion-init 0 0.6 1 2 --clips 30
     python scripts/guidance_sweep.py bundled --scales 3 --motion-init 0.3 1 --motion-region object --clips 30
+
+Videos are scored as generate writes them, detail restored (dragnuwa.detail); `--no-detail` scores
+the decoded frames, as every sweep before 2026-12-03 did.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def main() -> None:
                     help="sampler starts to try (default: the model's own)")
     ap.add_argument("--motion-region", choices=MOTION_REGIONS, default="disc",
                     help="what motion init moves along each track")
+    ap.add_argument("--no-detail", dest="detail", action="store_false", help="no detail restoration")
     args = ap.parse_args()
     pipe = load_pipeline(args.model)
     cases = scene_cases(args.clips, VALIDATION_SEED, pipe.cfg.frames, (pipe.cfg.width, pipe.cfg.height))
@@ -46,7 +50,7 @@ def main() -> None:
         for name, drop, scale, start in settings:
             res = pipe.generate(case.image, case.tracks, case.text, steps=args.steps, seed=0, drop=drop,
                                 traj_guidance=scale, paste_first=False, show_progress=False, motion_init=start,
-                                motion_region=args.motion_region)
+                                motion_region=args.motion_region, detail=args.detail)
             followed = track_points(res.frames, case.tracks[:, 0])
             errors.setdefault(name, []).append(trajectory_error(case.tracks, followed))
             fidelity.setdefault(name, []).append(psnr(res.frames, case.frames))

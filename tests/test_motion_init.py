@@ -167,13 +167,14 @@ def test_sampling_starts_from_the_noised_animation(pipe):
     rng = np.random.default_rng(0)
     image = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
     tracks = np.stack([np.linspace([10.5, 12.5], [18.5, 16.5], 4)])
+    # detail=False: the decoded frames themselves, as the round trip gives them.
     res = pipe.generate(image, tracks.astype(np.float32), "", steps=8, show_progress=False, motion_init=0.003,
-                        paste_first=False)
+                        paste_first=False, detail=False)
     assert res.info["motion_init"] == 0.003 and res.info["sampler_steps"] == 2  # 0.003, then 0.002 -> 0
     expected = autoencoder_round_trip(pipe.model.autoencoder)(paste_along_tracks(image, tracks))
     assert np.abs(res.frames.astype(int) - expected.astype(int)).mean() < 1.0
     from_noise = pipe.generate(image, tracks.astype(np.float32), "", steps=8, show_progress=False, motion_init=0,
-                               paste_first=False)
+                               paste_first=False, detail=False)
     assert from_noise.info["sampler_steps"] == 8
     assert np.abs(from_noise.frames.astype(int) - expected.astype(int)).mean() > 5.0
 
@@ -190,7 +191,7 @@ def test_sampling_can_start_from_a_given_video(pipe):
     video = (rng.random((4, 32, 32, 3)) * 255).astype(np.uint8)
     tracks = np.stack([np.linspace([10.5, 12.5], [18.5, 16.5], 4)]).astype(np.float32)
     res = pipe.generate(image, tracks, "", steps=8, show_progress=False, motion_init=0.003, paste_first=False,
-                        start_video=video)
+                        start_video=video, detail=False)
     expected = autoencoder_round_trip(pipe.model.autoencoder)(video)
     assert np.abs(res.frames.astype(int) - expected.astype(int)).mean() < 1.0
     animation = autoencoder_round_trip(pipe.model.autoencoder)(paste_along_tracks(image, tracks))
@@ -213,7 +214,7 @@ def test_the_motion_region_reaches_the_animation(pipe):
     expected = {r: round_trip(paste_along_tracks(image, tracks, region=r)).astype(int) for r in ("disc", "object")}
     assert np.abs(expected["disc"] - expected["object"]).mean() > 2.0
     res = pipe.generate(image, tracks, "", steps=8, show_progress=False, motion_init=0.003, paste_first=False,
-                        motion_region="object")
+                        motion_region="object", detail=False)
     assert res.info["motion_region"] == "object"
     assert np.abs(res.frames.astype(int) - expected["object"]).mean() < 1.0
     with pytest.raises(UserError, match="motion region"):

@@ -36,7 +36,7 @@ def test_generation_returns_the_latents_it_decoded(tiny_video_model):
     assert res.latents.shape == (4, *pipe.model.latent_shape)
     with torch.no_grad():
         again = to_uint8(pipe.model.autoencoder.decode(res.latents[None])[0])
-    assert np.array_equal(again, res.frames)
+    assert np.array_equal(again, res.decoded)  # the frames as decoded, before detail restoration
 
 
 def test_decoder_fine_tune_on_samples_decodes_them_closer_to_the_true_clips(tiny_video_model, tmp_path,

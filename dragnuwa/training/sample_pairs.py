@@ -37,8 +37,9 @@ def build_sample_pairs(model_path: str, clips: int, first_seed: int, steps: int,
     z, x = [], []
     for i, case in enumerate(tqdm(cases[start:], desc="sampling the decoder's pairs", unit="clip"), start):
         motion_init = 0.0 if i % FROM_NOISE_EVERY == 0 else None  # None: the model's default start
+        # Only the latents are kept: the frames' detail restoration would be wasted work.
         res = pipe.generate(case.image, case.tracks, case.text, steps=steps, seed=i, paste_first=False,
-                            show_progress=False, motion_init=motion_init)
+                            show_progress=False, motion_init=motion_init, detail=False)
         z.append(res.latents.half())
         x.append(torch.from_numpy(case.frames))
     return {"z": torch.stack(z), "x": torch.stack(x)}
