@@ -439,6 +439,7 @@ def describe(info: dict, upscale: int = 1) -> str:
     """One line on what a generation did: how the image and points were fitted, what moved, and how
     sampling ran (``GenerationResult.info``)."""
     i = info
+    how = "bicubic, with the image's detail" if i.get("detail") else "bicubic"
     parts = [f"image {i['input_size'][0]}x{i['input_size'][1]} -> {i['model_size'][0]}x{i['model_size'][1]} "
              f"({i['fit']}); {i['point_mapping']}",
              f"{i['tracks']} tracks"
@@ -446,8 +447,7 @@ def describe(info: dict, upscale: int = 1) -> str:
              f"{i['frames']} frames, {i['sampler_steps']} sampler steps"
              + (f" from motion init at sigma {i['motion_init']:g} ({i['motion_region']})" if i["motion_init"] else "")
              + (", the image's detail restored" if i.get("detail") else ""),
-             f"{i['seconds']} s" + (f"; written {upscale}x larger (bicubic" + (", with the image's detail" if i.get("detail") else "") + ")"
-                                     if upscale > 1 else "")]
+             f"{i['seconds']} s" + (f"; written {upscale}x larger ({how})" if upscale > 1 else "")]
     return parts[0] + "; " + ", ".join(parts[1:])
 
 
@@ -505,7 +505,12 @@ def upscaled_frames(res, factor: int) -> np.ndarray:
     if factor == 1 or not info.get("detail") or decoded is None or source is None:
         return upscale(res.frames, factor)
     h, w = res.frames.shape[1:3]
-    image = fit_image(source, (w * factor, h * factor), info["fit"])[0]
+    try:
+        image = fit_image(source, (w * factor, h * factor), info["fit"])[0]
+    except UserError:
+        # A sliver-thin image cropped to a larger square would first be scaled past MAX_FIT_PIXELS,
+        # though it fitted the model's size: it has no detail to give at that size anyway.
+        return upscale(res.frames, factor)
     # The same split as at the model's size, in the larger video's pixels.
     out = restore_detail(upscale(decoded, factor), image, DetailConfig(sigma=DetailConfig.sigma * factor))
     if info.get("paste_first"):
