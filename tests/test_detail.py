@@ -33,8 +33,8 @@ def test_detail_follows_the_motion():
     restored = restore_detail(soft, true[0])
     # The same detail added in place, without following the motion, is worse than none.
     f32 = np.float32
-    in_place = np.clip(_blur(soft.astype(f32), 0.7) + true[0].astype(f32) - cv2.GaussianBlur(true[0].astype(f32), (0, 0), 0.7),
-                       0, 255).round().astype(np.uint8)
+    image_detail = true[0].astype(f32) - cv2.GaussianBlur(true[0].astype(f32), (0, 0), 0.7)
+    in_place = np.clip(_blur(soft.astype(f32), 0.7) + image_detail, 0, 255).round().astype(np.uint8)
     # Measured: soft 21.0 dB, restored 23.1 dB, in place 19.5 dB.
     assert _seen_psnr(restored, true) > _seen_psnr(soft, true) + 1.5
     assert _seen_psnr(in_place, true) < _seen_psnr(soft, true)
@@ -76,3 +76,21 @@ def test_an_upscaled_video_gets_the_detail_of_the_image_at_that_size():
     # Without detail restoration (or at the model's size) it is the plain enlargement.
     res.info["detail"] = False
     assert np.array_equal(upscaled_frames(res, 2), upscale(small, 2))
+
+
+def test_an_image_too_thin_to_fit_at_the_larger_size_is_enlarged_without_its_detail():
+    from types import SimpleNamespace
+
+    from dragnuwa.errors import UserError
+    from dragnuwa.pipeline import upscaled_frames
+    from dragnuwa.video import fit_image, upscale
+
+    # 4 x 16,000 px fits the model's 64 px (scaled to 64 x 256,000), but not 256 px (past MAX_FIT_PIXELS).
+    sliver = np.zeros((16_000, 4, 3), np.uint8)
+    fit_image(sliver, (64, 64))
+    with pytest.raises(UserError, match="too elongated"):
+        fit_image(sliver, (256, 256))
+    small = np.full((3, 64, 64, 3), 100, np.uint8)
+    res = SimpleNamespace(frames=small, decoded=small, source=sliver,
+                          info={"detail": True, "fit": "crop", "paste_first": True})
+    assert np.array_equal(upscaled_frames(res, 4), upscale(small, 4))
