@@ -47,8 +47,9 @@ YARDSTICKS = {
 
 # generate(image uint8 [H,W,3], tracks [N,T,2], text, drop) -> video uint8 [T,H,W,3]
 Generator = Callable[[np.ndarray, np.ndarray, str, tuple], np.ndarray]
-# reconstruct(video uint8 [T,H,W,3]) -> the same video through the model's autoencoder
-Reconstructor = Callable[[np.ndarray], np.ndarray]
+# reconstruct(video uint8 [T,H,W,3], tracks [N,T,2] | None) -> the same video through the model's
+# autoencoder (the tracks for a track decoder, as a generation's decoder reads them)
+Reconstructor = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 # redraw(video uint8 [T,H,W,3], image, tracks, text) -> the video noised to the motion-init sigma and
 # sampled back by the model with all three conditions (SDEdit of the true clip)
 Redrawer = Callable[[np.ndarray, np.ndarray, np.ndarray, str], np.ndarray]
@@ -124,19 +125,23 @@ def pipeline_generator(model="bundled", steps: int | None = None, seed: int = 0,
 
 
 def autoencoder_round_trip(autoencoder, detail: bool = False) -> Reconstructor:
-    """``video uint8 [T, H, W, 3]`` -> the same video encoded and decoded by ``autoencoder``: what the
-    best latent video of a model with this autoencoder looks like (the evaluation's yardstick);
-    ``detail`` restores its first frame's detail as the pipeline does (``dragnuwa.detail``)."""
+    """``video uint8 [T, H, W, 3]`` (and its ``tracks [N, T, 2]``, for a track decoder) -> the same
+    video encoded and decoded by ``autoencoder``: what the best latent video of a model with this
+    autoencoder looks like (the evaluation's yardstick); ``detail`` restores its first frame's detail
+    as the pipeline does (``dragnuwa.detail``)."""
     import torch
 
     from dragnuwa.detail import restore_detail
+    from dragnuwa.models.track_decoder import track_planes
     from dragnuwa.video import to_tensor, to_uint8
 
     @torch.no_grad()
-    def reconstruct(video: np.ndarray) -> np.ndarray:
+    def reconstruct(video: np.ndarray, tracks: np.ndarray | None = None) -> np.ndarray:
         param = next(autoencoder.parameters())
         x = to_tensor(video)[None].to(param.device, param.dtype)
-        out = to_uint8(autoencoder.decode(autoencoder.encode(x), x[:, 0])[0])  # (first frame: a reference decoder's)
+        planes = None if tracks is None else torch.from_numpy(track_planes(tracks, *video.shape[1:3]))[None]
+        # (the first frame: a reference decoder's; the planes: a track decoder's)
+        out = to_uint8(autoencoder.decode(autoencoder.encode(x), x[:, 0], planes)[0])
         return restore_detail(out, video[0]) if detail else out
 
     return reconstruct
@@ -168,7 +173,7 @@ def evaluate_case(generate: Generator | None, case: Case, variants: dict = VARIA
     if case.frames is not None:
         row["true_clip_error"] = trajectory_error(case.tracks, track_points(case.frames, starts))
         if reconstruct is not None:
-            rec = reconstruct(case.frames)
+            rec = reconstruct(case.frames, case.tracks)
             row["autoencoder_error"] = trajectory_error(case.tracks, track_points(rec, starts))
             row["autoencoder_psnr"] = psnr(rec, case.frames)  # all frames
         # What the redraw from motion init's sigma costs from a perfect start: the true clip itself,
@@ -186,9 +191,9 @@ def evaluate_case(generate: Generator | None, case: Case, variants: dict = VARIA
             from dragnuwa.motion_brush import brush_regions
             from dragnuwa.motion_init import paste_regions
 
-            start = reconstruct(paste_regions(case.image, *brush_regions(case.objects, case.tracks)))
+            start = reconstruct(paste_regions(case.image, *brush_regions(case.objects, case.tracks)), case.tracks)
         else:
-            start = reconstruct(paste_along_tracks(case.image, case.tracks, region=motion_region))
+            start = reconstruct(paste_along_tracks(case.image, case.tracks, region=motion_region), case.tracks)
         row["animation_error"] = trajectory_error(case.tracks, track_points(start, starts))
     brush = {"brush": case.objects} if motion_region == EVAL_BRUSH else {}
     for name, drop in variants.items():
@@ -311,6 +316,8 @@ def _report_markdown(summary: dict, meta: dict) -> str:
         f"{meta['frames']} frames at {meta['size'][0]}x{meta['size'][1]}"
         + {True: ", the image's detail restored (dragnuwa.detail) on every video given the image, and on the round trip.",
            False: ", no detail restoration (--no-detail)."}.get(meta.get("detail"), "."),
+        *(["- the model's decoder reads the tracks (models/track_decoder.py), on every video given the "
+           "trajectory and on the yardsticks."] if meta.get("track_decoder") else []),
         "", "![report](report.png)"]
     if meta.get("warning"):
         notes.insert(0, f"\n**Warning:** {meta['warning']}")
@@ -408,8 +415,10 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
     if not injected:
         from dragnuwa.pipeline import check_motion_init, load_pipeline
 
+        pipe = load_pipeline(model)
         if start is None:
-            start = load_pipeline(model).cfg.motion_init
+            start = pipe.cfg.motion_init
+        track_decoder = bool(pipe.model.cfg.autoencoder.tracks)
         check_motion_init(start)  # before any clip is rendered or scored
         generate_fn, size, frames, reconstruct_fn, redraw_fn = pipeline_generator(
             model, steps, motion_init=start, motion_region=motion_region, detail=detail)
@@ -420,7 +429,7 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
     meta = {"model": "custom generator" if injected else name, "seed": int(seed), "steps": steps,
             "motion_init": start, "motion_region": motion_region, "detail": None if injected else bool(detail),
             "frames": int(frames), "size": [int(size[0]), int(size[1])],
-            "variants": list(variants)}
+            "variants": list(variants), "track_decoder": None if injected else track_decoder}
     if int(seed) < TRAINING_SEEDS_END:
         meta["warning"] = (f"seeds from {seed} overlap the training scenes (0..{TRAINING_SEEDS_END - 1}); "
                            f"use --seed {HELD_OUT_SEED} or above for held-out results")

@@ -177,6 +177,7 @@ class Pipeline:
         from dragnuwa.diffusion.samplers import get_sampler
         from dragnuwa.diffusion.schedules import karras_sigmas, start_at
         from dragnuwa.models.dragnuwa import Cond
+        from dragnuwa.models.track_decoder import track_planes
         from dragnuwa.motion_init import motion_animation
         from dragnuwa.trajectory import tracks_to_maps
         from dragnuwa.video import fit_image, load_image, to_tensor, to_uint8
@@ -271,8 +272,12 @@ class Pipeline:
 
         latents = get_sampler(sampler or cfg.sampler)(denoise, x, sigmas, callback=callback)
         bar.close()
-        # A reference decoder sees the given image too, unless the image condition is dropped.
-        video = self.model.autoencoder.decode(latents, None if "image" in drop else first)[0]
+        # A reference decoder sees the given image too, and a track decoder the tracks, unless that
+        # condition is dropped (a dense motion input has no tracks: the decoder gets none).
+        planes = None
+        if self.model.cfg.autoencoder.tracks and "traj" not in drop:
+            planes = torch.from_numpy(track_planes(trk, cfg.height, cfg.width))[None]
+        video = self.model.autoencoder.decode(latents, None if "image" in drop else first, planes)[0]
         decoded = to_uint8(video)
         detail = bool(detail) and "image" not in drop
         out = restore_detail(decoded, fitted) if detail else decoded.copy()

@@ -36,6 +36,11 @@ dragnuwa train-autoencoder --config configs/autoencoder_small_decoder_samples.ya
 mkdir -p runs/autoencoder_small_decoder_moving
 cp runs/autoencoder_small_decoder_samples/sample_pairs.pt runs/autoencoder_small_decoder_moving/
 dragnuwa train-autoencoder --config configs/autoencoder_small_decoder_moving.yaml
+# 10. That decoder made a track decoder (it also reads where the tracks are in each frame; run 11),
+#     fitted the same way on the same sampled scenes (15 min; bundled).
+mkdir -p runs/autoencoder_small_decoder_tracks
+cp runs/autoencoder_small_decoder_samples/sample_pairs.pt runs/autoencoder_small_decoder_tracks/
+dragnuwa train-autoencoder --config configs/autoencoder_small_decoder_tracks.yaml
 # Export with that decoder (fp16), examples, evaluation, benchmark.
 bash scripts/finish_bundled_model.sh runs/gpu_more/model.safetensors 100 10 \
-  runs/autoencoder_small_decoder_moving/model.safetensors 3 1
+  runs/autoencoder_small_decoder_tracks/model.safetensors 3 1

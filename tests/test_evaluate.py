@@ -120,7 +120,8 @@ def _truth_generator(frames, size):
 def test_run_evaluation_with_ground_truth_and_static_generators(tmp_path):
     still = []  # an "autoencoder" that keeps only the first frame: its yardstick is the static video's
 
-    def first_frame_only(video):
+    def first_frame_only(video, tracks):
+        assert tracks.shape[1] == len(video)  # the case's tracks, for a track decoder
         still.append(video.shape)
         return np.repeat(video[:1], len(video), axis=0)
 
@@ -191,7 +192,7 @@ def test_report_says_where_each_row_started_sampling(tmp_path):
 
 
 def test_the_cut_and_paste_animation_yardstick_follows_the_tracks():
-    rows = [evaluate_case(None, c, {}, lambda video: video) for c in scene_cases(8, HELD_OUT_SEED, 14, (64, 64))]
+    rows = [evaluate_case(None, c, {}, lambda video, tracks: video) for c in scene_cases(8, HELD_OUT_SEED, 14, (64, 64))]
     ratio = np.mean([r["animation_error"] for r in rows]) / np.mean([r["static_error"] for r in rows])
     assert ratio < 0.15, ratio  # measured 0.03: the discs move with the tracks by construction
 
@@ -201,7 +202,7 @@ def test_brush_evaluation_paints_the_tracked_objects(tmp_path):
     for c in cases:  # every track starts on its object's pixels, and only tracked objects are painted
         cols, rows = np.floor(c.tracks[:, 0]).astype(int).T
         assert c.objects[rows, cols].all() and 0 < c.objects.mean() < 0.5
-    rows = [evaluate_case(None, c, {}, lambda video: video, motion_region="brush") for c in cases]
+    rows = [evaluate_case(None, c, {}, lambda video, tracks: video, motion_region="brush") for c in cases]
     ratio = np.mean([r["animation_error"] for r in rows]) / np.mean([r["static_error"] for r in rows])
     assert ratio < 0.15, ratio  # the painted objects move with the tracks by construction
 

@@ -185,10 +185,11 @@ def test_brush_example_moves_each_touching_object_whole():
         # Orange pixels within 6 px of where the diamond (track 0) and the ball (track 1) should be.
         near = [[(is_orange[t] & ((xx - res.tracks[k, t, 0]) ** 2 + (yy - res.tracks[k, t, 1]) ** 2 <= 36)).sum()
                  for t in range(3, len(f))] for k in (0, 1)]
-        orange[name] = np.mean(near, axis=1)
-    # Measured: the disc leaves 3.7 orange px a frame on the diamond, the brush 0.0; the ball keeps ~68.
-    assert orange["brush"][0] < 1.0 < 2.0 < orange["disc"][0], orange
-    assert orange["brush"][1] > 0.9 * orange["disc"][1] > 40, orange
+        orange[name] = np.array(near)
+    # Measured with run 11's track decoder: the disc leaves orange pixels on the diamond in some frames
+    # (at most 8, 1.4 a frame; run 10's decoder: 3.7 a frame), the brush none; the ball keeps ~67 a frame.
+    assert orange["brush"][0].max() < 1 and orange["disc"][0].max() >= 4, orange
+    assert orange["brush"][1].mean() > 0.9 * orange["disc"][1].mean() > 40, orange
 
 
 def test_overlay_outlines_the_painted_region_where_it_should_be():

@@ -69,7 +69,7 @@ def test_generation_gives_the_decoder_the_image_unless_the_image_is_dropped(monk
     pipe = Pipeline(model)
     seen = []
     decode = model.autoencoder.decode
-    monkeypatch.setattr(model.autoencoder, "decode", lambda z, ref=None: (seen.append(ref), decode(z, ref))[1])
+    monkeypatch.setattr(model.autoencoder, "decode", lambda z, ref=None, planes=None: (seen.append(ref), decode(z, ref))[1])
     img = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
     ts = TrackSet(32, 32, [np.array([[8.0, 8.0], [20.0, 12.0]])])
     res = pipe.generate(img, ts, "a red circle", steps=2, show_progress=False)

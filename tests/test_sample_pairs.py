@@ -46,18 +46,19 @@ def test_decoder_fine_tune_on_samples_decodes_them_closer_to_the_true_clips(tiny
     from dragnuwa.training.autoencoder import train_autoencoder
     from dragnuwa.training.config import AutoencoderTrainConfig
 
-    def cfg(samples=True, out="run", moving_weight=0.0):
+    def cfg(samples=True, out="run", moving_weight=0.0, tracks=False):
         return AutoencoderTrainConfig(model="tiny", steps=120, batch_size=8, lr=2e-3, log_every=20, ckpt_every=120,
                                       photo_fraction=0.0, init=str(tiny_video_model), decoder_only=True,
                                       samples_from=str(tiny_video_model) if samples else "", sample_clips=6,
-                                      sample_steps=2, out_dir=str(tmp_path / out), moving_weight=moving_weight)
+                                      sample_steps=2, out_dir=str(tmp_path / out), moving_weight=moving_weight,
+                                      tracks=tracks)
 
     tuned = train_autoencoder(cfg())
     pairs = torch.load(tmp_path / "run" / "sample_pairs.pt", weights_only=True)
     assert pairs["z"].shape[:2] == (6, 4) and pairs["x"].shape == (6, 4, 32, 32, 3)
 
     def pair_error(ae) -> float:
-        z, x, _, _ = sample_pairs.pair_batch(pairs, 64, torch.Generator().manual_seed(1))
+        z, x, _, _, _ = sample_pairs.pair_batch(pairs, 64, torch.Generator().manual_seed(1))
         with torch.no_grad():
             return float(torch.nn.functional.mse_loss(ae.decode(z), x))
 
@@ -75,7 +76,7 @@ def test_decoder_fine_tune_on_samples_decodes_them_closer_to_the_true_clips(tiny
     (tmp_path / "weighted").mkdir()
     shutil.copy(tmp_path / "run" / "sample_pairs.pt", tmp_path / "weighted")  # the same pairs, no resampling
     weighted = load_model(train_autoencoder(cfg(out="weighted", moving_weight=4.0))).autoencoder
-    z, x, w, _ = sample_pairs.pair_batch(pairs, 256, torch.Generator().manual_seed(2), moving_weight=1.0)
+    z, x, w, _, _ = sample_pairs.pair_batch(pairs, 256, torch.Generator().manual_seed(2), moving_weight=1.0)
     moving = w.expand_as(x) > 1
 
     def moving_error(ae) -> float:
@@ -84,6 +85,21 @@ def test_decoder_fine_tune_on_samples_decodes_them_closer_to_the_true_clips(tiny
 
     assert moving.float().mean() > 0.02
     assert moving_error(weighted) < 0.95 * moving_error(after), (moving_error(weighted), moving_error(after))
+
+    # A track decoder (run 11), fitted the same way, decodes what moves closer given its scenes'
+    # tracks than the weighted fit does, and closer than given another scene's tracks.
+    (tmp_path / "tracks").mkdir()
+    shutil.copy(tmp_path / "run" / "sample_pairs.pt", tmp_path / "tracks")
+    tracked = load_model(train_autoencoder(cfg(out="tracks", moving_weight=4.0, tracks=True))).autoencoder
+    assert tracked.cfg.tracks
+    data = {**pairs, "tracks": sample_pairs.scene_tracks(6, 200_000, 4, (32, 32))}
+    z, x, w, _, planes = sample_pairs.pair_batch(data, 256, torch.Generator().manual_seed(2), moving_weight=1.0)
+    with torch.no_grad():
+        own = float((tracked.decode(z, planes=planes) - x)[moving].square().mean())
+        other = float((tracked.decode(z, planes=planes.roll(1, 0)) - x)[moving].square().mean())
+    print(f"moving-pixel MSE: weighted {moving_error(weighted):.4f}, track decoder {own:.4f} ({other:.4f} "
+          "with other frames' tracks)")
+    assert own < 0.95 * moving_error(weighted) and own < 0.95 * other
 
     with pytest.raises(UserError, match="decoder_only"):
         from dragnuwa.training.config import validate

@@ -3,7 +3,8 @@
 Each stride-2 stage halves the resolution (``factor = 2 ** (len(channels) - 1)``). Latents are
 multiplied by ``config.scale`` (set from the latent std after training) so diffusion sees
 roughly unit variance. With ``config.reference`` the decoder also attends to the video's first
-frame (``models/reference.py``).
+frame (``models/reference.py``); with ``config.tracks`` it also reads where the tracks are in each
+frame (``models/track_decoder.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 
 from dragnuwa.models.config import AutoencoderConfig
 from dragnuwa.models.reference import ReferenceAttention, ReferenceEncoder
+from dragnuwa.models.track_decoder import PLANES, TrackInjection
 
 
 class _Res(nn.Module):
@@ -50,6 +52,9 @@ class Autoencoder(nn.Module):
             self.reference_encoder = ReferenceEncoder(ch, _Res)
             self.reference_attention = nn.ModuleList(ReferenceAttention(self.decoder[i].block[2].out_channels)
                                                      for i in self.attend_after)
+        if cfg.tracks:
+            self.track_after = [i for i, m in enumerate(self.decoder) if isinstance(m, _Res)]
+            self.track_injection = TrackInjection([self.decoder[i].block[2].out_channels for i in self.track_after])
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Frames ``[B, 3, H, W]`` (or ``[B, T, 3, H, W]``) in [-1, 1] -> scaled latents."""
@@ -58,34 +63,51 @@ class Autoencoder(nn.Module):
             return self.encode(x.flatten(0, 1)).unflatten(0, (b, -1))
         return self.encoder(x) * self.scale
 
-    def decode(self, z: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, ref: torch.Tensor | None = None,
+               planes: torch.Tensor | None = None) -> torch.Tensor:
         """Scaled latents ``[B, C, h, w]`` (or ``[B, T, C, h, w]``) -> frames in ~[-1, 1].
 
         ``ref``: the first frame ``[B, 3, H, W]`` in [-1, 1] of each video (of each frame, for 4-D
-        ``z``), for a reference decoder (``config.reference``); without it, or for a plain decoder,
-        frames are decoded from their latents alone."""
+        ``z``), for a reference decoder (``config.reference``). ``planes``: each frame's track
+        planes (``track_decoder.track_planes``), shaped like ``z`` with 6 channels at the frames'
+        resolution, for a track decoder (``config.tracks``; None: zero planes, no tracks). A plain
+        decoder decodes frames from their latents alone."""
         b = z.shape[0]
         feats = None
         if ref is not None and self.cfg.reference:
             if ref.ndim != 4 or ref.shape[0] != b or ref.shape[1] != 3:
                 raise ValueError(f"reference frames {tuple(ref.shape)} do not match latents {tuple(z.shape)}")
             feats = self.reference_encoder(ref.to(z.dtype))  # once per video, not per frame
+        if self.cfg.tracks:
+            if planes is None:  # no tracks: zero planes, as a track decoder is trained to take them
+                f = self.cfg.factor
+                planes = z.new_zeros(*z.shape[:-3], PLANES, z.shape[-2] * f, z.shape[-1] * f)
+            if planes.ndim != z.ndim or planes.shape[: z.ndim - 3] != z.shape[: z.ndim - 3]:
+                raise ValueError(f"track planes {tuple(planes.shape)} do not match latents {tuple(z.shape)}")
+        else:
+            planes = None
         if z.ndim == 5:
             t = z.shape[1]
             feats = None if feats is None else [f.repeat_interleave(t, dim=0) for f in feats]
-            return self._decode(z.flatten(0, 1), feats).unflatten(0, (b, t))
-        return self._decode(z, feats)
+            planes = None if planes is None else planes.flatten(0, 1)
+            return self._decode(z.flatten(0, 1), feats, planes).unflatten(0, (b, t))
+        return self._decode(z, feats, planes)
 
-    def _decode(self, z: torch.Tensor, feats: list[torch.Tensor] | None) -> torch.Tensor:
+    def _decode(self, z: torch.Tensor, feats: list[torch.Tensor] | None,
+                planes: torch.Tensor | None = None) -> torch.Tensor:
         x = z / self.scale
-        if feats is None:
+        if feats is None and planes is None:
             return self.decoder(x)
-        attend = dict(zip(self.attend_after, zip(self.reference_attention, feats)))
+        attend = {} if feats is None else dict(zip(self.attend_after, zip(self.reference_attention, feats)))
+        track = {} if planes is None else {i: k for k, i in enumerate(self.track_after)}
+        features = None if planes is None else self.track_injection(planes.to(x.dtype))
         for i, layer in enumerate(self.decoder):
             x = layer(x)
             if i in attend:
                 attention, feat = attend[i]
                 x = attention(x, feat)
+            if i in track:
+                x = self.track_injection.add(track[i], x, features)
         return x
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:

@@ -22,6 +22,9 @@ class AutoencoderConfig:
     # The decoder also attends to the video's first frame (models/reference.py; not in the paper;
     # tried on the bundled model, not adopted: docs/training.md).
     reference: bool = False
+    # The decoder also reads where each track is in the frame it decodes (models/track_decoder.py;
+    # not in the paper; fitted to the model's own samples: docs/training.md).
+    tracks: bool = False
 
     @property
     def factor(self) -> int:

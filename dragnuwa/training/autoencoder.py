@@ -68,6 +68,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
     from dragnuwa.models.autoencoder import reconstruction_loss
     from dragnuwa.models.config import get_preset
     from dragnuwa.models.dragnuwa import DragNUWA, load_model, save_model
+    from dragnuwa.models.track_decoder import PLANES
 
     out = Path(cfg.out_dir)
     check_output(out, folder=True, what="out_dir")
@@ -75,6 +76,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
     atomic_write_text(out / "config.yaml", to_yaml(cfg))
     mcfg = get_preset(cfg.model)
     mcfg.autoencoder.reference = cfg.reference
+    mcfg.autoencoder.tracks = cfg.tracks
     model = DragNUWA(mcfg)
     if cfg.init:
         from dragnuwa.training.checkpoint import load_weights_into
@@ -86,6 +88,7 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
         raise UserError("decoder_only needs init: the model file whose encoder to keep")
     ae = model.autoencoder
     reference = model.cfg.autoencoder.reference  # also when init brought a reference decoder
+    tracks = model.cfg.autoencoder.tracks  # the same for a track decoder
     size = (model.cfg.width, model.cfg.height)
     ae.encoder.requires_grad_(not cfg.decoder_only)
     opt = torch.optim.AdamW([p for p in ae.parameters() if p.requires_grad], lr=cfg.lr)
@@ -105,13 +108,20 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
         pairs = load_or_build_sample_pairs(out / "sample_pairs.pt", cfg.samples_from, cfg.sample_clips,
                                            cfg.sample_seed, cfg.sample_steps)
         n_pairs = max(1, round(cfg.batch_size * cfg.sample_share))
+        if tracks:
+            from dragnuwa.training.sample_pairs import scene_tracks
+
+            pairs["tracks"] = scene_tracks(len(pairs["z"]), cfg.sample_seed, model.cfg.frames, size)
+    elif cfg.tracks:
+        raise UserError("tracks (a track decoder) needs samples_from: its tracks are the sampled scenes'")
     log = out / "log.jsonl"
     bar = tqdm(total=cfg.steps, initial=step, desc="autoencoder", unit="step")
     t0 = time.time()
     while step < cfg.steps:
         rng = np.random.default_rng([cfg.seed, step])
-        # (latents, target frames, loss weights, first frames): sampled pairs, then fresh frames
-        # through the encoder, whose round trip keeps the decoder sharp on clean latents.
+        # (latents, target frames, loss weights, first frames, track planes): sampled pairs, then
+        # fresh frames through the encoder, whose round trip keeps the decoder sharp on clean latents
+        # (a track decoder sees no tracks with them, as when the trajectory is dropped).
         parts = []
         if pairs is not None:
             parts.append(pair_batch(pairs, n_pairs, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step),
@@ -122,10 +132,11 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
                         if reference else (frame_batch(rng, cfg.batch_size - n_pairs, size, cfg.photo_fraction), None))
             with torch.set_grad_enabled(not cfg.decoder_only):
                 z = ae.encode(x)
-            parts.append((z, x, torch.ones_like(x[:, :1]), first))
-        z, target, weight, first = zip(*parts)
+            no_tracks = torch.zeros(len(x), PLANES, *x.shape[-2:]) if tracks else None
+            parts.append((z, x, torch.ones_like(x[:, :1]), first, no_tracks))
+        z, target, weight, first, planes = zip(*parts)
         z, target, weight = torch.cat(z), torch.cat(target), torch.cat(weight)
-        recon = ae.decode(z, torch.cat(first) if reference else None)
+        recon = ae.decode(z, torch.cat(first) if reference else None, torch.cat(planes) if tracks else None)
         loss = reconstruction_loss(recon, target, weight if cfg.moving_weight else None)
         opt.zero_grad()
         loss.backward()

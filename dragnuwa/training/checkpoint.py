@@ -66,12 +66,16 @@ def load_weights_into(model, path: str | Path, prefix: str = ""):
     if prefix in ("", "autoencoder."):  # these loads bring the autoencoder
         # The latent scale is set by autoencoder training; keep the config (saved with the model) in step.
         model.cfg.autoencoder.scale = src_cfg.autoencoder.scale
-        if src_cfg.autoencoder.reference and not model.cfg.autoencoder.reference:
-            # A reference decoder (models/reference.py) comes with its kind. The other way round, a
-            # plain decoder's weights load into a reference one, whose attention adds nothing until trained.
+        # A reference or track decoder (models/reference.py, models/track_decoder.py) comes with its
+        # kind. The other way round, a plain decoder's weights load into one, whose extra inputs add
+        # nothing until trained.
+        grown = [k for k in ("reference", "tracks")
+                 if getattr(src_cfg.autoencoder, k) and not getattr(model.cfg.autoencoder, k)]
+        if grown:
             from dragnuwa.models.autoencoder import Autoencoder
 
-            model.cfg.autoencoder.reference = src_cfg.autoencoder.reference
+            for k in grown:
+                setattr(model.cfg.autoencoder, k, True)
             model.autoencoder = Autoencoder(model.cfg.autoencoder)
     if prefix == "":
         # A fine-tune keeps the sampling defaults chosen for the model it starts from (export_model.py

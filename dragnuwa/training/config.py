@@ -93,6 +93,9 @@ class AutoencoderTrainConfig:
     # A reference decoder (models/reference.py): every decoded frame also sees its clip's first
     # frame. With decoder_only and init, it starts as init's decoder (its attention starts at zero).
     reference: bool = False
+    # A track decoder (models/track_decoder.py): every decoded frame also reads where its clip's
+    # tracks are in it (the pairs' scene tracks; zero for fresh frames). Starts as init's decoder.
+    tracks: bool = False
 
 
 def load_config(path: str | Path, cls=TrainConfig):

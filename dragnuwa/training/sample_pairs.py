@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -69,11 +70,22 @@ def load_or_build_sample_pairs(cache: Path, model_path: str, clips: int, first_s
     return data
 
 
-def pair_batch(data: dict, n: int, generator: torch.Generator,
-               moving_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def scene_tracks(clips: int, first_seed: int, frames: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """The object tracks ``[N, frames, 2]`` of the pairs' training scenes (what a track decoder,
+    ``models/track_decoder.py``, reads with each sampled frame): rendered again from their seeds, as
+    ``build_sample_pairs`` drew them, so caches made before track decoders serve them too."""
+    from dragnuwa.evaluate import TRAINING_SEEDS_END, scene_cases
+
+    return [case.tracks for case in scene_cases(clips, first_seed, frames, size, end_seed=TRAINING_SEEDS_END)]
+
+
+def pair_batch(data: dict, n: int, generator: torch.Generator, moving_weight: float = 0.0
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``n`` random frames of the pairs: ``(latents [n, C, h, w], frames [n, 3, H, W] in [-1, 1],
-    loss weights [n, 1, H, W], their clips' first frames [n, 3, H, W])``, the weights
-    1 + ``moving_weight`` where :func:`moving_mask` is set."""
+    loss weights [n, 1, H, W], their clips' first frames [n, 3, H, W], track planes [n, 6, H, W])``,
+    the weights 1 + ``moving_weight`` where :func:`moving_mask` is set; the planes
+    (``track_decoder.track_planes``) when ``data`` has the scenes' ``"tracks"``, else None."""
+    from dragnuwa.models.track_decoder import track_planes
     from dragnuwa.video import to_tensor
 
     z, x = data["z"], data["x"]
@@ -81,7 +93,12 @@ def pair_batch(data: dict, n: int, generator: torch.Generator,
     frame = torch.randint(0, z.shape[1], (n,), generator=generator)
     frames, first = to_tensor(x[clip, frame].numpy()), to_tensor(x[clip, 0].numpy())
     weight = 1 + moving_weight * moving_mask(frames, first) if moving_weight else torch.ones_like(frames[:, :1])
-    return z[clip, frame].float(), frames, weight, first
+    planes = None
+    if "tracks" in data:
+        H, W = frames.shape[-2:]
+        planes = torch.from_numpy(np.stack([track_planes(data["tracks"][c], H, W)[f]
+                                            for c, f in zip(clip.tolist(), frame.tolist())]))
+    return z[clip, frame].float(), frames, weight, first, planes
 
 
 def moving_mask(frames: torch.Tensor, first: torch.Tensor, threshold: float = 0.1, grow: int = 2) -> torch.Tensor:
