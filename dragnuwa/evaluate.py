@@ -139,7 +139,9 @@ def autoencoder_round_trip(autoencoder, detail: bool = False) -> Reconstructor:
     def reconstruct(video: np.ndarray, tracks: np.ndarray | None = None) -> np.ndarray:
         param = next(autoencoder.parameters())
         x = to_tensor(video)[None].to(param.device, param.dtype)
-        planes = None if tracks is None else torch.from_numpy(track_planes(tracks, *video.shape[1:3]))[None]
+        planes = None  # only a track decoder reads them
+        if tracks is not None and autoencoder.cfg.tracks:
+            planes = torch.from_numpy(track_planes(tracks, *video.shape[1:3]))[None]
         # (the first frame: a reference decoder's; the planes: a track decoder's)
         out = to_uint8(autoencoder.decode(autoencoder.encode(x), x[:, 0], planes)[0])
         return restore_detail(out, video[0]) if detail else out

@@ -117,8 +117,7 @@ def test_generation_gives_the_decoder_the_tracks_unless_the_trajectory_is_droppe
 
 def test_a_track_decoder_needs_sampled_pairs_to_train(tmp_path):
     from dragnuwa.errors import UserError
-    from dragnuwa.training.autoencoder import train_autoencoder
-    from dragnuwa.training.config import AutoencoderTrainConfig
+    from dragnuwa.training.config import AutoencoderTrainConfig, validate
 
-    with pytest.raises(UserError, match="samples_from"):
-        train_autoencoder(AutoencoderTrainConfig(model="tiny", steps=2, tracks=True, out_dir=str(tmp_path / "a")))
+    with pytest.raises(UserError, match="samples_from"):  # checked when the config is read
+        validate(AutoencoderTrainConfig(model="tiny", steps=2, tracks=True, out_dir=str(tmp_path / "a")))

@@ -112,8 +112,6 @@ def train_autoencoder(cfg: AutoencoderTrainConfig, resume: bool = False) -> Path
             from dragnuwa.training.sample_pairs import scene_tracks
 
             pairs["tracks"] = scene_tracks(len(pairs["z"]), cfg.sample_seed, model.cfg.frames, size)
-    elif cfg.tracks:
-        raise UserError("tracks (a track decoder) needs samples_from: its tracks are the sampled scenes'")
     log = out / "log.jsonl"
     bar = tqdm(total=cfg.steps, initial=step, desc="autoencoder", unit="step")
     t0 = time.time()

@@ -135,6 +135,8 @@ def validate(cfg) -> None:
             raise UserError(f"workers and max_minutes must be >= 0, got {cfg.workers} and {cfg.max_minutes}")
     if isinstance(cfg, AutoencoderTrainConfig) and cfg.moving_weight and not cfg.samples_from:
         raise UserError("moving_weight weighs the sample pairs' pixels: it needs samples_from")
+    if isinstance(cfg, AutoencoderTrainConfig) and cfg.tracks and not cfg.samples_from:
+        raise UserError("tracks (a track decoder) needs samples_from: its tracks are the sampled scenes'")
     if isinstance(cfg, AutoencoderTrainConfig) and cfg.samples_from:
         if not cfg.decoder_only:
             raise UserError("samples_from needs decoder_only: the encoder must keep the video model's latent space")

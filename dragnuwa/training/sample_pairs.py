@@ -96,7 +96,8 @@ def pair_batch(data: dict, n: int, generator: torch.Generator, moving_weight: fl
     planes = None
     if "tracks" in data:
         H, W = frames.shape[-2:]
-        planes = torch.from_numpy(np.stack([track_planes(data["tracks"][c], H, W)[f]
+        # A frame's planes need only its own points and frame 0's: two frames, not the whole clip.
+        planes = torch.from_numpy(np.stack([track_planes(data["tracks"][c][:, [0, f]], H, W)[1]
                                             for c, f in zip(clip.tolist(), frame.tolist())]))
     return z[clip, frame].float(), frames, weight, first, planes
 
