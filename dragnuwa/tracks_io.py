@@ -54,12 +54,27 @@ class TrackSet:
         return cls(int(width), int(height), [np.asarray(t, dtype=np.float64) for t in tracks], sampled)
 
 
+# Wider or taller than any real image (and than a video codec can store): a typo or a unit mix-up,
+# which would squash every point onto one edge.
+MAX_SIDE = 65_536
+
+# The one rule for "no drags", shared by the CLI and the app: tracks that are given must hold at least
+# one track; giving none at all (no --tracks, an empty tracks box in the app) lets the text and
+# image alone set the motion.
+NO_TRACKS = ("tracks JSON has no tracks: 'tracks' must be a non-empty list (a one-point track holds its "
+             "point still); give no tracks at all to let the text and image alone set the motion")
+
+
 def _number(value, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise UserError(f"{what}: expected a number, got {json.dumps(value)[:40]}")
-    if not math.isfinite(value):
-        raise UserError(f"{what}: {value} is not a finite number")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past any float
+        number = math.inf
+    if not math.isfinite(number):
+        raise UserError(f"{what}: {str(value)[:40]} is not a finite number")
+    return number
 
 
 def parse_tracks(obj, clamp: bool = False) -> TrackSet:
@@ -68,16 +83,22 @@ def parse_tracks(obj, clamp: bool = False) -> TrackSet:
     With ``clamp=True`` points outside the image are clamped onto its border instead of rejected.
     """
     if not isinstance(obj, dict):
-        raise UserError("tracks JSON must be an object with keys width, height, tracks")
+        kind = {list: "a list", str: "a string", type(None): "null", bool: "true/false"}.get(type(obj), "a number")
+        raise UserError(f"tracks JSON must be an object with keys width, height, tracks, got {kind}")
     for key in ("width", "height", "tracks"):
         if key not in obj:
             raise UserError(f"tracks JSON is missing the key {key!r}")
     width, height = _number(obj["width"], "width"), _number(obj["height"], "height")
     if width <= 0 or height <= 0 or width != int(width) or height != int(height):
         raise UserError(f"width and height must be positive integers, got {obj['width']} x {obj['height']}")
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise UserError(f"width and height must be at most {MAX_SIDE:,} (the image's size in pixels), "
+                        f"got {width:g} x {height:g}")
     raw = obj["tracks"]
-    if not isinstance(raw, list) or not raw:
-        raise UserError("tracks JSON has no tracks: 'tracks' must be a non-empty list")
+    if not isinstance(raw, list):
+        raise UserError(f"'tracks' must be a list of tracks, got {json.dumps(raw)[:40]}")
+    if not raw:
+        raise UserError(NO_TRACKS)
     tracks = []
     for i, track in enumerate(raw):
         if not isinstance(track, list) or not track:
@@ -98,16 +119,34 @@ def parse_tracks(obj, clamp: bool = False) -> TrackSet:
     return TrackSet(int(width), int(height), tracks)
 
 
+def parse_tracks_text(text: str, source: str = "tracks", clamp: bool = False) -> TrackSet:
+    """Parse and validate tracks JSON text (``source`` names it in errors: a file, the app's box).
+    Malformed JSON, nesting too deep for the parser and numbers too long to read are one line."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{source} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise UserError(f"{source} is not tracks JSON: it is nested too deeply to read") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise UserError(f"{source} is not valid JSON: {str(e).splitlines()[0][:80]}") from None
+    return parse_tracks(obj, clamp=clamp)
+
+
 def load_tracks(path: str | Path, clamp: bool = False) -> TrackSet:
     """Read and validate a tracks JSON file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"tracks file not found: {path}")
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"tracks file {path} is not valid JSON: {e}") from None
-    return parse_tracks(obj, clamp=clamp)
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"tracks file {path} is not valid JSON: it is not UTF-8 text") from None
+    except OSError as e:
+        raise UserError(f"cannot read tracks file {path}: {e.strerror or e.__class__.__name__}") from None
+    if not text.strip():
+        raise UserError(f"tracks file {path} is empty")
+    return parse_tracks_text(text, f"tracks file {path}", clamp=clamp)
 
 
 def save_tracks(path: str | Path, tracks: TrackSet) -> Path:

@@ -271,6 +271,9 @@ def run_tracks_command(video: str, out: str, max_tracks: int = 8, flow: str = "d
     check_output(out, what="--out")
     if viz:
         vio.check_video_path(viz, "--viz")
+    from dragnuwa.paths import check_run_paths
+
+    check_run_paths({"VIDEO": video}, {"--out": out, "--viz": viz})
     frames, fps = vio.read_video(video, size=size, max_frames=max_frames)
     tracks, found = sample_video_tracks(frames, max_tracks, seed, max_side, flow, progress=True)
     if found < max_tracks:
