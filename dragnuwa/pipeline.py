@@ -386,6 +386,12 @@ def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", 
     check_variants(variants)
     if variants > 1 and isinstance(seed, int) and seed + variants - 1 >= 2**63:
         raise UserError(f"seeds {seed}..{seed + variants - 1} pass 2^63 - 1: start from a smaller --seed")
+    from dragnuwa.paths import check_run_paths, variant_paths
+
+    check_run_paths({"--image": image, "--tracks": tracks, "--flow": flow, "--brush": brush,
+                     "--model": None if model == "bundled" else model},
+                    {"--out": out, "--overlay": overlay,
+                     "--variants": variant_paths(out, range(seed, seed + variants)) if variants > 1 else None})
     if tracks is None and flow is None:
         print("note: no --tracks or --flow given: the motion follows the text and image alone")
     pipe = load_pipeline(model)
