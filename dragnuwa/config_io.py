@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from dragnuwa.errors import UserError
 
@@ -16,7 +17,7 @@ def dataclass_from_dict(cls, data, where: str):
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
     fields = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(map(str, set(data) - set(fields)))  # YAML keys may be numbers too
     if unknown:
         raise UserError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(fields)})")
     defaults, kwargs = cls(), {}
@@ -30,6 +31,8 @@ def dataclass_from_dict(cls, data, where: str):
             kwargs[name] = tuple(value)
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             kwargs[name] = float(value)
+        elif isinstance(default, float) and isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{key}: expected a finite number, got {value!r}")
         elif type(value) is not type(default):
             raise UserError(f"{key}: expected {type(default).__name__}, got {value!r}")
         else:

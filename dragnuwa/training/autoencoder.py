@@ -182,6 +182,10 @@ def train_autoencoder_from_config(config_path, resume=False, max_steps=None, out
         cfg.steps = max_steps
     if out_dir is not None:
         cfg.out_dir = out_dir
+    from dragnuwa.paths import check_run_paths
+    from dragnuwa.training.config import run_paths
+
+    check_run_paths(*run_paths(cfg, config_path))
     path = train_autoencoder(cfg, resume=resume)
     print(path)
     return path

@@ -104,9 +104,16 @@ def load_config(path: str | Path, cls=TrainConfig):
     if not path.is_file():
         raise UserError(f"config not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise UserError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config {path} is not valid YAML: it is not UTF-8 text") from None
+    except RecursionError:
+        raise UserError(f"config {path} is not a config: it is nested too deeply to read") from None
+    if data is None:
+        # An empty file would train every default into the default out_dir: almost surely a mistake.
+        raise UserError(f"config {path} is empty: it must set at least one key (see configs/ for examples)")
     cfg = dataclass_from_dict(cls, data, path.name)
     validate(cfg)
     return cfg
@@ -154,3 +161,19 @@ def validate(cfg) -> None:
 
 def to_yaml(cfg) -> str:
     return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+
+
+def run_paths(cfg, config_path) -> tuple[dict, dict]:
+    """What a training run reads and writes, for ``paths.check_run_paths``: the config and the model
+    files it starts from, and the files it writes into ``out_dir`` (``--init`` must not be the
+    ``model.safetensors`` it exports, say)."""
+    out = Path(cfg.out_dir)
+    outputs = {"--out-dir": [out / name for name in ("config.yaml", "log.jsonl", "model.safetensors")]}
+    if isinstance(cfg, AutoencoderTrainConfig):
+        outputs["--out-dir"] += [out / "checkpoint.pt", out / "metrics.json"]
+        inputs = {"--config": config_path, "--init": cfg.init, "samples_from": cfg.samples_from}
+    else:
+        outputs["--out-dir"] += [out / "loss.png"] + [out / "checkpoint" / name for name in
+                                                    ("model.safetensors", "ema.safetensors", "state.pt")]
+        inputs = {"--config": config_path, "--init": cfg.init, "autoencoder": cfg.autoencoder}
+    return inputs, outputs

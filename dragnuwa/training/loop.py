@@ -300,6 +300,10 @@ def train_from_config(config_path, stage=None, init=None, resume=False, max_step
         cfg.steps = max_steps
     if out_dir is not None:
         cfg.out_dir = out_dir
+    from dragnuwa.paths import check_run_paths
+    from dragnuwa.training.config import run_paths
+
+    check_run_paths(*run_paths(cfg, config_path))
     if cfg.stage == 2 and not cfg.init and not resume:
         print("note: stage 2 without --init starts from scratch (the paper continues from stage 1)")
     path = train(cfg, resume=resume)
