@@ -356,7 +356,16 @@ def write_dataset(out_dir: str | Path, count: int, frames: int = 16, size: tuple
         raise UserError(f"--frames must be at least 2, got {frames}")
     if min(size) < 16:
         raise UserError(f"--size must be at least 16 px, got {size[0]}x{size[1]}")
+    # Past these a clip (frames, flow, layers in memory at once) needs tens of GB: a typo, not a dataset.
+    if max(size) > 4096 or frames > 1024:
+        raise UserError(f"--size must be at most 4096 px and --frames at most 1024, got {size[0]}x{size[1]} "
+                        f"and {frames}")
     check_output(out_dir, folder=True, what="output folder")
+    from dragnuwa.paths import check_run_paths
+
+    names = [f"clip_{seed + i:07d}" for i in range(count)]
+    check_run_paths({}, {"OUT_DIR": [Path(out_dir) / f"{n}{ext}" for n in names
+                                     for ext in (".mp4", ".flow.npz", ".tracks.json", ".txt", ".json")]})
     paths = []
     for i in tqdm(range(count), desc="procedural clips", unit="clip"):
         paths.append(write_clip(render_clip(seed + i, frames, size), out_dir, f"clip_{seed + i:07d}"))
