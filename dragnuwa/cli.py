@@ -95,6 +95,19 @@ def cmd_synth(args: argparse.Namespace) -> None:
     print(f"wrote {len(paths)} clips to {args.out_dir}")
 
 
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from dragnuwa.data import prepare
+
+    cfg = prepare.PrepareConfig(frames=args.frames, stride=args.stride, clips_per_video=args.clips_per_video,
+                                size=args.size, flow=args.flow, flow_factor=args.flow_factor,
+                                videos_per_shard=args.videos_per_shard, crf=args.crf, seed=args.seed)
+    manifest = prepare.run_prepare(args.source, args.out, cfg, workers=args.workers, address=args.address,
+                                   captions=args.captions, video_column=args.video_column,
+                                   caption_column=args.caption_column)
+    print(prepare.summary(manifest))
+    print(f"{args.out}/manifest.json")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from dragnuwa.training import loop
 
@@ -216,6 +229,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=_size, default=(256, 256), help="SIZE or WxH (default 256)")
     s.add_argument("--seed", type=_seed, default=0)
     s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("prepare", help="a video corpus -> WebDataset shards of training clips (Ray Data)")
+    s.add_argument("source", help="a folder of videos (captions in NAME.txt beside each, or --captions) or a "
+                                  ".csv/.parquet table of video paths and captions (WebVid layout)")
+    s.add_argument("--out", required=True, help="folder for the shards and manifest.json (a rerun resumes it)")
+    s.add_argument("--captions", default=None, help="for a folder SOURCE: a .csv/.parquet table of captions")
+    s.add_argument("--video-column", default="path", help="the table's video path column (default: %(default)s)")
+    s.add_argument("--caption-column", default="caption", help="the table's caption column (default: %(default)s)")
+    s.add_argument("--frames", type=_positive_int, default=16, help="frames per clip (default: %(default)s)")
+    s.add_argument("--stride", type=_positive_int, default=2, help="source frames per clip frame (default: %(default)s)")
+    s.add_argument("--clips-per-video", type=_positive_int, default=1, help="clips spread over each video (default: 1)")
+    s.add_argument("--size", type=_size, default=(256, 256), help="clip size, SIZE or WxH, centre crop (default 256)")
+    s.add_argument("--no-flow", dest="flow", action="store_false", help="do not store the stage-1 dense flow")
+    s.add_argument("--flow-factor", type=_positive_int, default=8,
+                   help="store the flow on a grid this many times smaller than --size (default: %(default)s)")
+    s.add_argument("--videos-per-shard", type=_positive_int, default=100, help="(default: %(default)s)")
+    s.add_argument("--crf", type=_whole_number(0, 51, "a whole number", "--crf must be 0..51, got {value}"),
+                   default=15, help="H.264 quality of the stored clips, lower is better (default: %(default)s)")
+    s.add_argument("--seed", type=_seed, default=0, help="the Trajectory Sampler's anchor jitter")
+    s.add_argument("--workers", type=_non_negative_int, default=None,
+                   help="Ray tasks at a time (default: one per CPU); 0 = no Ray, this process alone")
+    s.add_argument("--address", default=None, help="join this Ray cluster (e.g. auto) instead of a local Ray")
+    s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("train", help="train the video model (stage 1: dense flow, stage 2: sparse tracks)")
     s.add_argument("--config", required=True, help="training config YAML (see configs/)")
