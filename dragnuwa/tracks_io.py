@@ -133,6 +133,20 @@ def parse_tracks_text(text: str, source: str = "tracks", clamp: bool = False) ->
     return parse_tracks(obj, clamp=clamp)
 
 
+def request_tracks(value) -> TrackSet | None:
+    """A request's tracks by the one rule the CLI and the app share: nothing given (None, or a blank
+    tracks box in the app) -> None, and the motion follows the text and image alone; anything given
+    (JSON text, a parsed object, a ``TrackSet``) must be valid tracks holding at least one track
+    (``NO_TRACKS``, as ``generate --tracks`` refuses an empty list)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, TrackSet):
+        return value
+    if isinstance(value, str):
+        return parse_tracks_text(value, "tracks text")
+    return parse_tracks(value)
+
+
 def load_tracks(path: str | Path, clamp: bool = False) -> TrackSet:
     """Read and validate a tracks JSON file."""
     path = Path(path)
