@@ -72,7 +72,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
         frames=args.frames, steps=args.steps, seed=args.seed, guidance=args.guidance,
         traj_guidance=args.traj_guidance, model=args.model, overlay=args.overlay, fit=args.fit,
         motion_init=args.motion_init, motion_region=args.motion_region, upscale=args.upscale, fps=args.fps,
-        variants=args.variants, detail=args.detail,
+        variants=args.variants, detail=args.detail, svd=args.svd, model_options=_model_options(args),
     )
     print(out)
 
@@ -130,17 +130,57 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     report = evaluate.run_evaluation(model=args.model, out_dir=args.out_dir, count=args.count,
                                      seed=args.seed, steps=args.steps, ablations=args.ablations,
                                      motion_init=args.motion_init, motion_region=args.motion_region,
-                                     detail=args.detail)
+                                     detail=args.detail, svd=args.svd, model_options=_model_options(args))
     print(report)
 
 
 def cmd_app(args: argparse.Namespace) -> None:
     from dragnuwa import app
 
-    app.launch(host=args.host, port=args.port, model=args.model, share=False)
+    app.launch(host=args.host, port=args.port, model=args.model, share=False, svd=args.svd,
+               model_options=_model_options(args))
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    from dragnuwa.svd.convert import convert_checkpoint
+
+    print(convert_checkpoint(args.checkpoint, args.out, config=args.config, fp16=args.fp16))
 
 
 # --------------------------------------------------------------------------- parser
+
+
+MODEL_HELP = ("'bundled' (the small model), a small model .safetensors file, or a DragNUWA 1.5 folder written "
+              "by `dragnuwa convert` (or a hub id) with --svd")
+# The DragNUWA 1.5 backend's options (dragnuwa.svd.backend); the small model refuses each one.
+MODEL_OPTIONS = ("dtype", "offload", "decode_chunk_size", "motion_bucket_id", "size", "anchors")
+
+
+def _add_model_args(s: argparse.ArgumentParser) -> None:
+    """--model and the options that choose and load a backend (``dragnuwa.backends.load_backend``)."""
+    s.add_argument("--model", default="bundled", help=MODEL_HELP)
+    g = s.add_argument_group("DragNUWA 1.5 (--model DIR with --svd)")
+    g.add_argument("--svd", default=None, metavar="PATH_OR_ID",
+                   help="Stable Video Diffusion folder or hub id: its VAE, CLIP image encoder and scheduler")
+    g.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default=None,
+                   help="weights' precision (default: fp16 on a GPU, fp32 on the CPU)")
+    g.add_argument("--offload", action="store_true", default=None,
+                   help="model CPU offload: each part on the GPU only while it runs (less memory, slower)")
+    g.add_argument("--decode-chunk-size", type=_positive_int, default=None, metavar="N",
+                   help="frames the VAE decodes at once (default 1, the official; more is faster, uses more memory)")
+    g.add_argument("--motion-bucket-id", type=_non_negative_int, default=None, metavar="N",
+                   help="SVD's motion conditioning (default 4, the official demo's)")
+    g.add_argument("--size", type=_size, default=None, metavar="WxH",
+                   help="the model's frame size, multiples of 64 (default 576x320, the official)")
+    g.add_argument("--anchors", choices=["official", "still"], default=None,
+                   help="a one-click track: 'official' drifts it 1 px as the published model was run; "
+                        "'still' keeps it put (this project's anchor)")
+
+
+def _model_options(args: argparse.Namespace) -> dict:
+    """The backend options given on the command line (None: not given)."""
+    return {k: getattr(args, k) for k in MODEL_OPTIONS if getattr(args, k, None) is not None}
+
 
 
 class OneLineErrors(argparse.ArgumentParser):
@@ -190,15 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--motion-region", choices=MOTION_REGIONS, default="disc",
                    help="what motion init moves along each track: the disc around its start, or the "
                         "object under it (found by GrabCut); with --brush, the painted regions instead")
-    s.add_argument("--model", default="bundled", help="'bundled' or a model .safetensors path")
+    _add_model_args(s)
     s.add_argument("--overlay", default=None, help="also write the video with the tracks drawn (.mp4 or .gif)")
     s.add_argument("--variants", type=_positive_int, default=1, metavar="N",
                    help="sample N seeds from --seed on: each video as OUT_seed<S>, and OUT shows them side by side")
     s.add_argument("--fit", choices=["crop", "pad", "stretch"], default="crop",
                    help="how an image of another aspect ratio is fitted (default: %(default)s)")
-    s.add_argument("--no-detail", dest="detail", action="store_false",
+    s.add_argument("--no-detail", dest="detail", action="store_false", default=None,
                    help="keep the decoded frames as they are, without the image's fine detail carried "
-                        "along the video's motion (dragnuwa.detail)")
+                        "along the video's motion (dragnuwa.detail; the small model's)")
     s.add_argument("--upscale", type=_positive_int, default=1, metavar="N",
                    help="write the video N times the model's size (bicubic, plus the image's own detail "
                         "unless --no-detail), for viewing (default: 1)")
@@ -278,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train_autoencoder)
 
     s = sub.add_parser("evaluate", help="trajectory/fidelity/text metrics and ablations on held-out clips")
-    s.add_argument("--model", default="bundled")
+    _add_model_args(s)
     s.add_argument("--out-dir", default="eval_report")
     s.add_argument("--count", type=_positive_int, default=100)
     s.add_argument("--seed", type=_seed, default=1_000_000, help="first held-out seed")
@@ -289,15 +329,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--motion-region", choices=MOTION_REGIONS + ("brush",), default="disc",
                    help="what motion init moves along each track (as in generate); brush: each tracked "
                         "object's true pixels painted as a motion brush (generate --brush)")
-    s.add_argument("--no-detail", dest="detail", action="store_false",
+    s.add_argument("--no-detail", dest="detail", action="store_false", default=None,
                    help="score the decoded videos without the image's detail restored (as generate --no-detail)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("app", help="web UI: drag trajectories on an image, get the video")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=7860)
-    s.add_argument("--model", default="bundled")
+    _add_model_args(s)
     s.set_defaults(func=cmd_app)
+
+    s = sub.add_parser("convert", help="official DragNUWA 1.5 checkpoint (drag_nuwa_svd.pth) -> diffusers UNet folder")
+    s.add_argument("checkpoint", help="the official checkpoint, .pth (read with weights_only) or .safetensors")
+    s.add_argument("--out", required=True, metavar="DIR", help="output folder; the UNet goes to DIR/unet")
+    s.add_argument("--config", default=None, metavar="JSON",
+                   help="the official VideoUNet_flow arguments (default: the full-size DragNUWA 1.5 UNet)")
+    s.add_argument("--fp16", action="store_true", help="store float16 weights (half the size)")
+    s.set_defaults(func=cmd_convert)
     return p
 
 

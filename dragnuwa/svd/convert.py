@@ -330,8 +330,8 @@ def convert_state_dict(official: Mapping[str, torch.Tensor], unet_args: Mapping[
         if name not in expected:
             raise UserError(f"converted key {name} is not a parameter of DragNUWASVDUNet")
         if tuple(value.shape) != tuple(expected[name].shape):
-            raise UserError(f"{name}: the checkpoint has shape {tuple(value.shape)}, the UNet "
-                            f"{tuple(expected[name].shape)}")
+            raise UserError(f"{name}: the checkpoint has shape {tuple(value.shape)}, the UNet config "
+                            f"{tuple(expected[name].shape)} (does --config describe this checkpoint?)")
     unfilled = [k for k in expected if k not in converted]
     if unfilled:
         raise UserError(f"UNet parameter {unfilled[0]} is left unfilled by the checkpoint ({len(unfilled)} in all)")
@@ -374,9 +374,12 @@ def _write_unet_folder(out_dir: Path, model_config: Mapping[str, Any], state: Ma
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=list) + "\n")
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "diffusion_pytorch_model.safetensors"),
                   metadata={"format": "pt"})
+        # mkdtemp makes 0700 and safetensors writes 0600: give them a plain mkdir/open's permissions.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=".unet.old.", dir=out_dir))
             os.replace(final, old / "unet")
