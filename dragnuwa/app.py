@@ -9,7 +9,7 @@ session has its own tracks (``gr.State``); generation is queued one at a time.
 from __future__ import annotations
 
 import functools
-import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -204,26 +204,36 @@ def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, fram
                    guidance: float, traj_guidance: float, progress=None,
                    motion_init: float | None = None, motion_region: str = "disc",
                    upscale: int = 1, brush: np.ndarray | None = None, fit: str = "crop",
-                   variants: int = 1, detail: bool = True) -> tuple[str, ...]:
+                   variants: int = 1, detail: bool = True,
+                   out_root: str | Path | None = None) -> tuple[str, ...]:
     """Generate and write the video, the overlay, the tracks JSON and the video as a GIF (to share)
     into a fresh folder -> their paths; the videos ``upscale`` times the model's size. ``brush``: the
     painted regions that move along the tracks (``bool [H, W]`` over the image) or None; when given,
     it is written too (brush.png, white on black) and its path comes fifth. ``fit``: how an image of
     another aspect ratio is fitted (crop, pad, stretch). ``variants`` > 1: that many seeds from
     ``seed``, side by side (labelled) in the video, overlay and GIF, and each alone as
-    ``dragnuwa_seed<S>.mp4`` at the end of the paths. ``detail``: restore the image's fine detail
+    ``dragnuwa_seed<S>.mp4`` at the end of the paths. The tracks JSON's path is None when no tracks
+    were given. The folder is made in ``out_root`` (None: the temp dir) once the videos exist, so a
+    refused request leaves none. ``detail``: restore the image's fine detail
     along the video's motion (``dragnuwa.detail``)."""
     from dragnuwa.pipeline import check_variants, render_variants
-    from dragnuwa.tracks_io import parse_tracks, save_tracks
+    from dragnuwa.tracks_io import save_tracks
     from dragnuwa.video import write_video
     from dragnuwa.viz import tile_videos
 
-    variants = int(variants)
+    from dragnuwa.app_requests import finite_number, whole_number
+    from dragnuwa.tracks_io import request_tracks
+
+    variants = whole_number(variants, "variants")
     check_variants(variants)
-    ts = parse_tracks(tracks) if tracks and tracks.get("tracks") else None
-    out = Path(tempfile.mkdtemp(prefix="dragnuwa_app_"))
+    frames, steps, seed = whole_number(frames, "frames"), whole_number(steps, "steps"), whole_number(seed, "seed")
+    guidance, traj_guidance = finite_number(guidance, "guidance"), finite_number(traj_guidance, "traj-guidance")
+    motion_init = None if motion_init is None else finite_number(motion_init, "motion-init")
+    if image is None:
+        raise UserError("no image: upload the image to animate (or pick an example)")
+    ts = request_tracks(tracks)  # the CLI's rule: none given, or at least one track
     fps, seeds = pipe.cfg.fps, [int(seed) + k for k in range(variants)]
-    videos, drawn, singles = [], [], []
+    videos, drawn = [], []
     for s, _, enlarged, marked in render_variants(
             pipe, seeds, upscale, progress=progress, image=image, tracks=ts, text=text or "", frames=int(frames),
             steps=int(steps), guidance=float(guidance), traj_guidance=float(traj_guidance),
@@ -231,23 +241,28 @@ def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, fram
             brush=brush, fit=fit, detail=bool(detail)):
         videos.append(enlarged)
         drawn.append(marked)
-        if variants > 1:
-            singles.append(str(write_video(out / f"dragnuwa_seed{s}.mp4", enlarged, fps)))
     labels = [f"seed {s}" for s in seeds] if variants > 1 else None
     video, overlay = tile_videos(videos, labels), tile_videos(drawn, labels)
-    paths = [write_video(out / "dragnuwa.mp4", video, fps), write_video(out / "dragnuwa_tracks.mp4", overlay, fps)]
-    tpath = out / "tracks.json"
-    if ts is not None:
-        save_tracks(tpath, ts)
-    else:
-        tpath.write_text(json.dumps({"width": image.shape[1], "height": image.shape[0], "tracks": []}))
-    paths += [tpath, write_video(out / "dragnuwa.gif", video, fps)]
-    if brush is not None:  # the painting, to reuse with `dragnuwa generate --brush`
-        from PIL import Image
+    # The folder only now: a refused or stopped request leaves nothing behind, and a failed write
+    # takes its folder with it.
+    out = Path(tempfile.mkdtemp(prefix="dragnuwa_app_", dir=out_root))
+    try:
+        singles = [str(write_video(out / f"dragnuwa_seed{s}.mp4", v, fps)) for s, v in zip(seeds, videos)
+                   if variants > 1]
+        paths = [write_video(out / "dragnuwa.mp4", video, fps),
+                 write_video(out / "dragnuwa_tracks.mp4", overlay, fps)]
+        # No tracks, no tracks file: a file with an empty list is what `generate --tracks` refuses.
+        tpath = None if ts is None else save_tracks(out / "tracks.json", ts)
+        paths += [tpath, write_video(out / "dragnuwa.gif", video, fps)]
+        if brush is not None:  # the painting, to reuse with `dragnuwa generate --brush`
+            from PIL import Image
 
-        Image.fromarray(np.asarray(brush, np.uint8) * 255).save(out / "brush.png")
-        paths.append(out / "brush.png")
-    return tuple(str(p) for p in paths) + tuple(singles)
+            Image.fromarray(np.asarray(brush, np.uint8) * 255).save(out / "brush.png")
+            paths.append(out / "brush.png")
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return tuple(None if p is None else str(p) for p in paths) + tuple(singles)
 
 
 def build_app(model="bundled"):
@@ -261,6 +276,10 @@ def build_app(model="bundled"):
 
     pipe = load_pipeline(model)
     cfg = pipe.cfg
+
+    from dragnuwa.app_requests import RequestFolders, stop_when_client_leaves
+
+    folders = RequestFolders()  # each request's files; removed when the next request starts and on close
 
     def guarded(fn):
         def wrapper(*args, **kwargs):
@@ -298,29 +317,34 @@ def build_app(model="bundled"):
                  detail, editor, progress=gr.Progress()):
         if state["image"] is None:
             raise gr.Error("Upload an image or pick an example first.")
+        folders.sweep()
         progress(0, desc="sampling")
+        # Nothing clicked is no tracks given: the motion follows the text and image alone, as in the CLI.
         video, overlay, tpath, gif, *rest = run_generation(
-            pipe, state["image"], tracks_json(state), text, frames, steps, seed, guidance, traj_guidance,
-            progress=lambda i, n: progress(i / n, desc=f"sampling step {i}/{n}"), motion_init=motion_init,
+            pipe, state["image"], tracks_json(state) if any(state["tracks"]) else None, text, frames, steps, seed,
+            guidance, traj_guidance, out_root=folders.root,
+            progress=stop_when_client_leaves(lambda i, n: progress(i / n, desc=f"sampling step {i}/{n}")),
+            motion_init=motion_init,
             motion_region=motion_region, upscale=VIEW_UPSCALE, brush=brush_mask(editor), fit=state["fit"],
             variants=variants, detail=detail)
-        return video, overlay, [video, gif, tpath, *rest]
+        return video, overlay, [p for p in (video, gif, tpath, *rest) if p]
 
     def generate_api(image_path, tracks_text, text, frames, steps, seed, guidance, traj_guidance,
                      fit="crop", motion_init=None, motion_region="disc", detail=True):
         """API endpoint: an image file + a tracks JSON string -> (video, tracks JSON file). The last
         four have defaults (the model's motion init when None), so clients that pass the first
-        eight by position keep working."""
-        image = load_image(image_path)
-        try:
-            tracks = json.loads(tracks_text) if tracks_text else None
-        except json.JSONDecodeError as e:
-            raise UserError(f"tracks are not valid JSON: {e}") from None
+        eight by position keep working. Empty tracks text is no tracks (then the tracks file is None)."""
+        folders.sweep()
+        if not image_path:
+            raise UserError("no image: give the image file to animate")
         if fit not in FITS:
             raise UserError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
-        video, _, tpath, _ = run_generation(pipe, image, tracks, text, frames, steps, seed, guidance, traj_guidance,
-                                            motion_init=motion_init, motion_region=motion_region, fit=fit,
-                                            detail=detail)
+        image = load_image(image_path)
+        # The tracks text is parsed by run_generation, by the CLI's rules (tracks_io.request_tracks).
+        video, _, tpath, _ = run_generation(pipe, image, tracks_text, text, frames, steps, seed, guidance,
+                                            traj_guidance, motion_init=motion_init, motion_region=motion_region,
+                                            fit=fit, detail=detail, out_root=folders.root,
+                                            progress=stop_when_client_leaves())
         return video, tpath
 
     # Open on the bundled demo example, so a first visitor sees an image with tracks to try.
@@ -399,7 +423,7 @@ def build_app(model="bundled"):
         go.click(guarded(generate),
                  [state, text, frames, steps, seed, variants, guidance, traj_guidance, motion_init, motion_region,
                   detail, brush],
-                 [video, overlay, downloads], api_name=False)
+                 [video, overlay, downloads], api_name=False, concurrency_id="generate")
         # Hidden API for scripts and tests (gradio_client): image file + tracks JSON text.
         api_in = [gr.File(visible=False), gr.Textbox(visible=False), gr.Textbox(visible=False),
                   gr.Number(visible=False), gr.Number(visible=False), gr.Number(visible=False),
@@ -409,8 +433,17 @@ def build_app(model="bundled"):
         api_btn = gr.Button(visible=False)
         # The last four are optional for clients: gradio takes defaults from the components' values
         # (None: from the function's default); wraps gives it the parameter names, for keywords.
-        api_btn.click(functools.wraps(generate_api)(guarded(generate_api)), api_in, api_out, api_name="generate")
+        api_btn.click(functools.wraps(generate_api)(guarded(generate_api)), api_in, api_out, api_name="generate",
+                      concurrency_id="generate")  # one generation at a time, from the page or the API
     demo.queue(default_concurrency_limit=1)
+    close = demo.close
+
+    def close_and_clean(*args, **kwargs):  # the request folders go with the server
+        try:
+            return close(*args, **kwargs)
+        finally:
+            folders.close()
+    demo.close = close_and_clean
     return demo
 
 
