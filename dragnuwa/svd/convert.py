@@ -144,8 +144,9 @@ def _torch_load(src: Path) -> Any:
             raise UserError(f"refusing to load {src}: it holds Python objects other than tensors, which could run "
                             f"code (read with weights_only; nothing was run)") from None
         raise UserError(f"cannot read {src}: not a PyTorch checkpoint ({_first_line(e)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise UserError(f"cannot read {src}: not a PyTorch checkpoint, or truncated ({_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - any file at all may be given; torch's unpickler fails in many ways
+        raise UserError(f"cannot read {src}: not a PyTorch checkpoint, or truncated "
+                        f"({type(e).__name__}: {_first_line(e)})") from None
 
 
 # --------------------------------------------------------------------------- LoRA and the Gaussian filter
