@@ -154,7 +154,8 @@ def _torch_load(src: Path) -> Any:
 
 def merge_lora(sd: Mapping[str, torch.Tensor], scale: float = 1.0) -> dict[str, torch.Tensor]:
     """Fold every LoRA-wrapped linear into a plain one: ``X.weight = X.linear.weight + scale *
-    X.lora_up.weight @ X.lora_down.weight`` (computed in float64), ``X.bias = X.linear.bias``."""
+    X.lora_up.weight @ X.lora_down.weight`` (computed in float64, stored in the linear's dtype),
+    ``X.bias = X.linear.bias``."""
     out: dict[str, torch.Tensor] = {}
     bases = {k[: -len(".lora_down.weight")] for k in sd if k.endswith(".lora_down.weight")}
     bases |= {k[: -len(".lora_up.weight")] for k in sd if k.endswith(".lora_up.weight")}
@@ -300,9 +301,11 @@ def load_official_args(config: str | os.PathLike | Mapping[str, Any] | None) -> 
 
 
 def convert_state_dict(official: Mapping[str, torch.Tensor], unet_args: Mapping[str, Any] | None = None,
-                       lora_scale: float = 1.0) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+                       lora_scale: float = 1.0, dtype: torch.dtype | None = None,
+                       ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(diffusers config, diffusers state dict) from an official ``Net`` state dict, checked strictly
-    against ``DragNUWASVDUNet`` built on the meta device."""
+    against ``DragNUWASVDUNet`` built on the meta device. ``dtype``: cast the floating-point tensors
+    as they are converted (the full checkpoint is large; this avoids a second full copy)."""
     try:
         config = diffusers_config_from_official(unet_args or OFFICIAL_FULL_ARGS)
     except ValueError as e:
@@ -323,7 +326,7 @@ def convert_state_dict(official: Mapping[str, torch.Tensor], unet_args: Mapping[
             raise UserError(f"official key {PREFIX}{key} has no place in the diffusers UNet")
         if name in converted:
             raise UserError(f"official key {PREFIX}{key} maps onto {name} twice")
-        converted[name] = value
+        converted[name] = value.to(dtype) if dtype is not None and value.is_floating_point() else value
     with torch.device("meta"):
         model = DragNUWASVDUNet(**config)
     expected = model.state_dict()
@@ -353,9 +356,7 @@ def convert_checkpoint(src: str | os.PathLike, out_dir: str | os.PathLike,
     check_output(out_dir, folder=True, what="output folder")
     unet_args, lora_scale = load_official_args(config)
     official = read_checkpoint(src)
-    model_config, state = convert_state_dict(official, unet_args, lora_scale)
-    if fp16:
-        state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+    model_config, state = convert_state_dict(official, unet_args, lora_scale, torch.float16 if fp16 else None)
     _write_unet_folder(out_dir, model_config, state)
     return out_dir
 

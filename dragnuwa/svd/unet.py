@@ -177,12 +177,17 @@ class DragNUWASVDUNet(UNetSpatioTemporalConditionModel):
         resnet.spatial_res_block = new
         self._flow_blocks.append((level, new))
 
+    @staticmethod
+    def config_from_official(unet_constructor_args: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """This class's config for the official ``VideoUNet_flow(**unet_constructor_args)`` (default:
+        the full-size DragNUWA 1.5 UNet); see ``diffusers_config_from_official``."""
+        return diffusers_config_from_official(unet_constructor_args or OFFICIAL_FULL_ARGS)
+
     @classmethod
     def from_official_config(cls, unet_constructor_args: Mapping[str, Any] | None = None, **kwargs) -> "DragNUWASVDUNet":
         """A randomly initialised UNet with the architecture of ``VideoUNet_flow(**unet_constructor_args)``
         (default: the full-size DragNUWA 1.5 one). ``kwargs`` go to the constructor unchanged."""
-        config = diffusers_config_from_official(unet_constructor_args or OFFICIAL_FULL_ARGS)
-        return cls(**config, **kwargs)
+        return cls(**cls.config_from_official(unet_constructor_args), **kwargs)
 
     def encode_flow(self, flow: torch.Tensor) -> list[torch.Tensor]:
         """The flow encoder's features, one ``[B, T, C_k, h/2^k, w/2^k]`` tensor per UNet level.
@@ -236,7 +241,7 @@ class DragNUWASVDUNet(UNetSpatioTemporalConditionModel):
                 if batch % f.shape[0]:
                     raise ValueError(f"flow batch {f.shape[0]} does not divide the sample batch {batch}")
                 f = f.repeat(batch // f.shape[0], 1, 1, 1, 1)
-            flow_features[k] = f.to(sample.dtype)
+            flow_features[k] = f.to(device=sample.device, dtype=sample.dtype)
         # diffusers' blocks call their resnets without extra arguments, so each modulated block
         # reads its level's features from itself; they stay set until the next call (gradient
         # checkpointing recomputes the block during backward).
