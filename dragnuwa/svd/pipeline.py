@@ -33,6 +33,7 @@ diffusers parts; each number was checked against that code:
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -362,8 +363,11 @@ def _from_pretrained(load: Callable, source: str, subfolder: str, what: str, hin
     try:
         return load(source, subfolder=subfolder, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{hint} (loading {what} failed: {first[:200]})") from None
+        if not Path(source).exists() and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+            reason = "not in the local hub cache, and HF_HUB_OFFLINE=1 forbids downloading"
+        else:
+            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise UserError(f"{hint} (loading {what}: {reason})") from None
 
 
 def load_svd_pipeline(model: str, svd: str | None = None, torch_dtype: torch.dtype | str = torch.float32,
