@@ -286,7 +286,8 @@ def build_app(model="bundled"):
             try:
                 return fn(*args, **kwargs)
             except UserError as e:
-                raise gr.Error(str(e)) from None
+                # The user's mistake, said in one line to the page or client; no traceback in the server log.
+                raise gr.Error(str(e), print_exception=False) from None
         return wrapper
 
     def with_fresh_brush(handler):
