@@ -1,9 +1,10 @@
-"""Generation: ``generate(image, tracks, text) -> video``, the API the CLI and the web UI call.
+"""Generation: ``generate(image, tracks, text) -> video``, the API the CLI, the web UI and the
+evaluation call: one request path in front of every backend (``dragnuwa.backends``).
 
-image -> fitted to the model's resolution (crop / pad / stretch; track points mapped the same way)
-tracks -> PCHIP-resampled to T frames -> displacement maps (the same code as training)
-text -> MiniLM token states; image -> first-frame latent
--> EDM sampler with two-scale classifier-free guidance -> latents -> decoder -> uint8 video
+image -> fitted to the backend's resolution (crop / pad / stretch; track points mapped the same way)
+tracks -> PCHIP-resampled to T frames (and kept as drawn), a dense field or a motion brush fitted alike
+-> ``Request`` -> the backend's ``sample`` (small: ``backends/small.py``; DragNUWA 1.5: ``svd/backend.py``)
+-> frames -> the first frame pasted, videos, overlays, variants, upscaling, ``describe``, warnings
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dragnuwa.backends.small import MOTION_INIT_NEEDS  # noqa: F401 (re-exported: the evaluation names it)
 from dragnuwa.errors import UserError
 from dragnuwa.tracks_io import TrackSet
 
@@ -25,9 +27,6 @@ BUNDLED_MODEL = Path(__file__).parent / "assets" / "model" / "dragnuwa_small.saf
 MAX_STEPS = 1000
 MAX_VARIANTS = 16  # seeds side by side in one video: 4 x 4 tiles at most
 MAX_FPS = 50  # a GIF cannot show frames faster (its delays are whole hundredths, at least 2)
-# Motion init moves the image along the motion input, so it needs both conditions: dropping either
-# (guidance's null passes, the evaluation's ablations) samples from pure noise.
-MOTION_INIT_NEEDS = frozenset({"traj", "image"})
 
 
 @dataclass
@@ -70,6 +69,8 @@ def check_inputs(image, text: str, frames: int, steps: int, guidance: float, tra
     if not 1 <= steps <= MAX_STEPS:
         raise UserError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
     for name, g in (("guidance", guidance), ("traj-guidance", traj_guidance)):
+        if g is None:  # a backend without a trajectory guidance scale
+            continue
         if not np.isfinite(g) or not 0 <= g <= 50:
             raise UserError(f"{name} must be a number between 0 and 50, got {g}")
     check_motion_init(motion_init)
@@ -98,25 +99,32 @@ def check_motion_region(region: str) -> None:
 
 
 class Pipeline:
-    """A loaded model ready to generate. ``Pipeline(model)`` with a ``DragNUWA`` instance, or
-    ``load_pipeline(path | "bundled")``."""
+    """The one request path: reads, validates and fits a request once, hands it to a backend
+    (``dragnuwa.backends``: the small bundled model, or DragNUWA 1.5 on SVD) and assembles the result.
+    ``Pipeline(model)`` with a ``DragNUWA`` instance or a ``Backend``, or ``load_pipeline(model, svd=...)``."""
 
     def __init__(self, model, text_encoder=None):
-        self.model = model.eval()
-        self.cfg = model.cfg
-        self._text_encoder = text_encoder
+        from dragnuwa.backends.base import Backend
+        from dragnuwa.backends.small import SmallBackend
+
+        self.backend = model if isinstance(model, Backend) else SmallBackend(model, text_encoder)
+
+    # The small backend's model, config and text encoder, where scripts and tests reach into them.
+    @property
+    def model(self):
+        return self.backend.model
+
+    @property
+    def cfg(self):
+        return self.backend.cfg
 
     @property
     def text_encoder(self):
-        if self._text_encoder is None:
-            from dragnuwa.models.text_encoder import shared_text_encoder
-
-            self._text_encoder = shared_text_encoder()
-        return self._text_encoder
+        return self.backend.text_encoder
 
     def read_tracks(self, tracks):
         """A tracks file -> ``TrackSet``: a tracks JSON, or a video, whose own motion the Trajectory
-        Sampler reads off its first ``4 * cfg.frames`` frames. Anything else is returned as it is."""
+        Sampler reads off its first ``backend.max_frames`` frames. Anything else is returned as it is."""
         from dragnuwa.tracks_io import load_tracks
         from dragnuwa.video import VIDEO_INPUTS
 
@@ -125,25 +133,34 @@ class Pipeline:
         if Path(tracks).suffix.lower() in VIDEO_INPUTS:
             from dragnuwa.trajectory import tracks_from_video
 
-            return tracks_from_video(tracks, max_frames=4 * self.cfg.frames)[1]
+            return tracks_from_video(tracks, max_frames=self.backend.max_frames)[1]
         return load_tracks(tracks)
 
-    def prepare_tracks(self, tracks, image_size: tuple[int, int], transform, frames: int) -> np.ndarray:
-        """Tracks (TrackSet / dict / [N,T,2] array in image pixels, or a file for ``read_tracks``;
-        scaled onto the image) -> ``[N, T, 2]`` at model resolution."""
+    def _trackset(self, tracks, image_size: tuple[int, int]) -> TrackSet:
+        """Tracks (TrackSet / dict / [N,T,2] array in image pixels, or a file) scaled onto the image."""
         from dragnuwa.tracks_io import parse_tracks
 
-        if tracks is None:
-            return np.zeros((0, frames, 2), np.float32)
         tracks = self.read_tracks(tracks)
         if isinstance(tracks, dict):
             tracks = parse_tracks(tracks)
         elif isinstance(tracks, np.ndarray):
             tracks = TrackSet.from_array(tracks, *image_size)
         w, h = image_size
-        ts = tracks.rescaled(w, h) if (tracks.width, tracks.height) != (w, h) else tracks
-        out = transform.apply(ts.resampled(frames))
+        return tracks.rescaled(w, h) if (tracks.width, tracks.height) != (w, h) else tracks
+
+    def prepare_tracks(self, tracks, image_size: tuple[int, int], transform, frames: int) -> np.ndarray:
+        """Tracks (TrackSet / dict / [N,T,2] array in image pixels, or a file for ``read_tracks``;
+        scaled onto the image) -> ``[N, T, 2]`` at the backend's resolution."""
+        if tracks is None:
+            return np.zeros((0, frames, 2), np.float32)
+        out = transform.apply(self._trackset(tracks, image_size).resampled(frames))
         return out.astype(np.float32)
+
+    def fitted_clicks(self, tracks, image_size: tuple[int, int], transform) -> list[np.ndarray]:
+        """Each track's points as given (not resampled), scaled onto the image and mapped like it."""
+        if tracks is None:
+            return []
+        return [transform.apply(np.asarray(t, np.float64)) for t in self._trackset(tracks, image_size).tracks]
 
     @torch.no_grad()
     def generate(self, image, tracks=None, text: str = "", frames: int | None = None, steps: int | None = None,
@@ -152,44 +169,43 @@ class Pipeline:
                  sampler: str | None = None, show_progress: bool = True, drop: tuple[str, ...] = (),
                  paste_first: bool = True, motion_init: float | None = None,
                  motion_region: str = "disc", start_video: np.ndarray | None = None,
-                 brush=None, detail: bool = True) -> GenerationResult:
+                 brush=None, detail: bool | None = None) -> GenerationResult:
         """Generate a video (paper Sec. 3: text + image + trajectory). Same seed, same video.
 
+        The shared part of every backend: the image is read and fitted to the backend's size (crop /
+        pad / stretch), the tracks mapped the same way (PCHIP-resampled to ``frames``, and as given,
+        for a backend with its own recipe), a dense ``flow`` or a motion ``brush`` fitted like the
+        image; the backend (``self.backend.sample``) turns that ``Request`` into frames.
         ``drop`` names conditions replaced by the null condition ("text", "image", "traj"), for
         ablations; ``paste_first=False`` keeps the decoded first frame instead of the given image.
-        ``motion_init`` > 0 starts sampling at that noise level from the image moved along the
-        tracks or the dense motion (``dragnuwa.motion_init``; not in the paper); it needs the image,
-        the motion input and something that moves, so it is off when either is dropped.
+        The rest are options a backend supports or refuses (``Backend.supports``; None: its default):
+        ``traj_guidance``; ``motion_init`` > 0 starts sampling at that noise level from the image
+        moved along the tracks or the dense motion (``dragnuwa.motion_init``; not in the paper);
         ``motion_region`` is what moves along each track in that animation: a "disc" around its
         start, or the "object" under it (GrabCut; docs/model_card.md has both measured).
         ``brush`` (a mask painted on the image: a file or an ``[H, W]`` / RGBA array) moves each
         painted region along the track that starts in it, as a dense motion input
         (``dragnuwa.motion_brush``); motion init then moves exactly those pixels.
         ``start_video`` (uint8 ``[frames, H, W, 3]`` at the model's size) replaces that animation as
-        the start, e.g. the true clip for the evaluation's yardstick of what the model's redraw from
-        sigma ``motion_init`` costs (SDEdit of a given video).
-        ``detail`` carries the given image's fine detail onto the decoded frames along the video's
-        own motion (``dragnuwa.detail``; not in the paper); off when the image is dropped.
+        the start (SDEdit of a given video, the evaluation's yardstick). ``detail`` carries the given
+        image's fine detail onto the decoded frames along the video's own motion (``dragnuwa.detail``).
         """
-        from dragnuwa.detail import restore_detail
-        from dragnuwa.diffusion.guidance import MultiCondGuider
-        from dragnuwa.diffusion.preconditioning import EDMDenoiser
-        from dragnuwa.diffusion.samplers import get_sampler
-        from dragnuwa.diffusion.schedules import karras_sigmas, start_at
-        from dragnuwa.models.dragnuwa import Cond
-        from dragnuwa.models.track_decoder import track_planes
-        from dragnuwa.motion_init import motion_animation
-        from dragnuwa.trajectory import tracks_to_maps
-        from dragnuwa.video import fit_image, load_image, to_tensor, to_uint8
+        from dragnuwa.backends.base import Request
+        from dragnuwa.video import fit_image, load_image
 
-        cfg = self.cfg
-        frames = cfg.frames if frames is None else int(frames)  # 0 is an error, not "use the default"
-        steps = cfg.steps if steps is None else int(steps)
-        guidance = cfg.text_guidance if guidance is None else float(guidance)
-        traj_guidance = cfg.traj_guidance if traj_guidance is None else float(traj_guidance)
-        motion_init = cfg.motion_init if motion_init is None else float(motion_init)
-        check_inputs(image, text, frames, steps, guidance, traj_guidance, max_frames=4 * cfg.frames,
-                     motion_init=motion_init)
+        b = self.backend
+        asked = {"traj_guidance": traj_guidance, "motion_init": motion_init, "motion_region": motion_region,
+                 "flow": flow, "brush": brush, "detail": detail, "start_video": start_video, "sampler": sampler}
+        b.refuse_unsupported(asked, tuple(drop))
+        opts = b.resolve(asked)
+        for name in ("traj_guidance", "motion_init"):
+            if name in opts:
+                opts[name] = float(opts[name])
+        frames = b.frames if frames is None else int(frames)  # 0 is an error, not "use the default"
+        steps = b.steps if steps is None else int(steps)
+        guidance = b.guidance if guidance is None else float(guidance)
+        check_inputs(image, text, frames, steps, guidance, opts.get("traj_guidance"), max_frames=b.max_frames,
+                     motion_init=opts.get("motion_init", 0.0))
         check_motion_region(motion_region)
         if not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**63):
             raise UserError(f"seed must be a whole number between 0 and 2^63 - 1, got {seed}")
@@ -201,99 +217,45 @@ class Pipeline:
             raise UserError(f"image must be H x W x 3 (RGB), got shape {img.shape}")
         img = img[..., :3].astype(np.uint8)
         src_h, src_w = img.shape[:2]
-        fitted, transform = fit_image(img, (cfg.width, cfg.height), fit)
+        fitted, transform = fit_image(img, b.size, fit)
         tracks = self.read_tracks(tracks)  # a file read once: a video's tracks are sampled here
         # The frame the tracks were drawn on (a video's, another image's); they are scaled onto this image.
         drawn_on = ([tracks.width, tracks.height] if isinstance(tracks, TrackSet)
                     else [tracks.get("width", src_w), tracks.get("height", src_h)] if isinstance(tracks, dict)
                     else [src_w, src_h])
 
-        brushed, regions = None, None  # the motion brush's moving tracks and painted regions
+        dense, brushed, regions, clicks = None, None, None, []  # the dense motion; the brush's tracks and regions
         if flow is not None:
             if brush is not None:
                 raise UserError("a brush moves painted regions along tracks: give it tracks, "
                                 "not a dense motion file")
-            maps = self._motion_maps(flow, frames, (src_w, src_h), fit)
+            dense = self._motion_maps(flow, frames, (src_w, src_h), fit)
             trk = np.zeros((0, frames, 2), np.float32)
         else:
             trk = self.prepare_tracks(tracks, (src_w, src_h), transform, frames)
+            clicks = self.fitted_clicks(tracks, (src_w, src_h), transform)
             if brush is not None:
-                maps, brushed, regions = self._brush(brush, tracks, trk, (src_w, src_h), fit)
-            else:
-                maps = tracks_to_maps(trk, cfg.height, cfg.width)
+                dense, brushed, regions = self._brush(brush, tracks, trk, (src_w, src_h), fit)
         # A track the fitted frame never shows (cropped away) cannot move anything: say so, not fail,
         # as tracks from another source (a video, a wider image) may well reach past the crop.
-        inside = ((trk >= 0) & (trk < (cfg.width, cfg.height))).all(axis=-1)
+        inside = ((trk >= 0) & (trk < (b.width, b.height))).all(axis=-1)
         outside = [i + 1 for i in np.flatnonzero(~inside.any(axis=1))]
-        # What motion init moves: the painted regions, the dense field, or a region under each track.
-        moved = "brush" if brush is not None else "flow" if flow is not None else motion_region
-
-        text_tok, text_mask = self.text_encoder.encode([text])
-        first = to_tensor(fitted)[None]
-        image_latent = self.model.autoencoder.encode(first)
-        cond = Cond(text_tok, text_mask, image_latent, torch.from_numpy(maps)[None])
-        unknown = set(drop) - {"text", "image", "traj"}
-        if unknown:
-            raise UserError(f"unknown condition to drop: {sorted(unknown)[0]!r} (text, image, traj)")
-        if drop:
-            cond = cond.drop(*(torch.tensor([name not in drop]) for name in ("text", "image", "traj")))
-        D = EDMDenoiser(self.model, cfg.sigma_data)
-        denoise = MultiCondGuider(guidance, traj_guidance)(D, cond)
-
-        C, h, w = self.model.latent_shape
-        gen = torch.Generator().manual_seed(int(seed))
-        sigmas = karras_sigmas(steps)
-        x = torch.randn((1, frames, C, h, w), generator=gen)
-        guide = None
-        if start_video is not None:
-            start_video = np.asarray(start_video)
-            if (motion_init <= 0 or start_video.dtype != np.uint8
-                    or start_video.shape != (frames, cfg.height, cfg.width, 3)):
-                raise UserError(f"start_video must be uint8 {(frames, cfg.height, cfg.width, 3)} with motion_init > 0, "
-                                f"got {start_video.dtype} {start_video.shape} and motion_init {motion_init:g}")
-            guide = start_video
-        elif motion_init > 0 and not MOTION_INIT_NEEDS & set(drop):
-            # A brush's regions are pasted as they are; its dense maps need not be carried.
-            guide = motion_animation(fitted, trk if brushed is None else brushed, maps if flow is not None else None,
-                                     motion_region, regions)
-        if guide is not None:
-            # SDEdit from the image moved along the motion input: its latents noised to sigma = motion_init.
-            sigmas = start_at(sigmas, motion_init)
-            x = self.model.autoencoder.encode(to_tensor(guide)[None]) + x * sigmas[0]
-        else:
-            motion_init = 0.0
-            x = x * sigmas[0]
-        bar = tqdm(total=len(sigmas) - 1, desc="sampling", unit="step", disable=not show_progress, leave=False)
-
-        def callback(i, n, _x, _d):
-            bar.update(1)
-            if progress:
-                progress(i + 1, n)
-
-        latents = get_sampler(sampler or cfg.sampler)(denoise, x, sigmas, callback=callback)
-        bar.close()
-        # A reference decoder sees the given image too, and a track decoder the tracks, unless that
-        # condition is dropped (a dense motion input has no tracks: the decoder gets none).
-        planes = None
-        if self.model.cfg.autoencoder.tracks and "traj" not in drop:
-            planes = torch.from_numpy(track_planes(trk, cfg.height, cfg.width))[None]
-        video = self.model.autoencoder.decode(latents, None if "image" in drop else first, planes)[0]
-        decoded = to_uint8(video)
-        detail = bool(detail) and "image" not in drop
-        out = restore_detail(decoded, fitted) if detail else decoded.copy()
+        brushing = None if regions is None else (brushed, regions)
+        request = Request(fitted, text, frames, steps, int(seed), guidance, trk, clicks, dense, brushing,
+                          tuple(drop), opts)
+        sample = b.sample(request, progress, show_progress)
+        out = sample.frames
         if paste_first:
             out[0] = fitted  # the first frame is the given image (the paper conditions on it)
-        info = {"seed": int(seed), "steps": steps, "frames": frames, "guidance": guidance,
-                "traj_guidance": traj_guidance, "motion_init": motion_init,
-                "motion_region": moved if motion_init else None, "detail": detail, "sampler_steps": len(sigmas) - 1,
+        info = {"seed": int(seed), "steps": steps, "frames": frames, "guidance": guidance, **sample.info,
                 "seconds": round(time.time() - t0, 2),
-                "input_size": [src_w, src_h], "tracks_size": drawn_on, "model_size": [cfg.width, cfg.height],
+                "input_size": [src_w, src_h], "tracks_size": drawn_on, "model_size": [b.width, b.height],
                 "fit": fit, "paste_first": bool(paste_first),
                 "point_mapping": transform.describe(), "tracks": int(len(trk)), "tracks_outside": outside,
-                "visible": [round(v, 1) for v in transform.visible((src_w, src_h), (cfg.width, cfg.height))],
-                "brush_regions": None if regions is None else len(regions)}
-        return GenerationResult(out, trk, maps, fitted, info, latents[0],
-                                None if regions is None else (brushed, regions), decoded, img)
+                "visible": [round(v, 1) for v in transform.visible((src_w, src_h), (b.width, b.height))],
+                "brush_regions": None if regions is None else len(regions), "backend": b.name,
+                "ignored": b.ignored(text)}
+        return GenerationResult(out, trk, sample.maps, fitted, info, sample.latents, brushing, sample.decoded, img)
 
     def _brush(self, brush, tracks, trk: np.ndarray, image_size: tuple[int, int],
                fit: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -304,7 +266,7 @@ class Pipeline:
 
         if tracks is None:
             raise UserError("a brush needs tracks: the drags say where the painted regions go")
-        mask = fit_brush(as_mask(brush), image_size, (self.cfg.width, self.cfg.height), fit)
+        mask = fit_brush(as_mask(brush), image_size, self.backend.size, fit)
         sampled = getattr(tracks, "sampled", False)  # read off a video, not drawn
         moving, regions = brush_regions(mask, trk, drop_outside=sampled)
         if not regions:
@@ -336,11 +298,11 @@ class Pipeline:
         img_w, img_h = image_size
         s = min(1.0, 1024 / max(img_w, img_h))
         gw, gh = max(1, round(img_w * s)), max(1, round(img_h * s))
-        out = np.empty((frames, 2, self.cfg.height, self.cfg.width), np.float32)
+        out = np.empty((frames, 2, self.backend.height, self.backend.width), np.float32)
         for t in range(frames):
             for c, grid_scale in ((0, gw / W), (1, gh / H)):
                 grid = cv2.resize(arr[t, c], (gw, gh), interpolation=cv2.INTER_AREA if gw < W else cv2.INTER_LINEAR)
-                fitted, transform = fit_image(grid * grid_scale, (self.cfg.width, self.cfg.height), fit)
+                fitted, transform = fit_image(grid * grid_scale, self.backend.size, fit)
                 out[t, c] = fitted * (transform.scale_x if c == 0 else transform.scale_y)
         return out
 
@@ -348,27 +310,31 @@ class Pipeline:
 _PIPELINES: dict[str, Pipeline] = {}
 
 
-def load_pipeline(model="bundled") -> Pipeline:
-    """A cached pipeline for ``"bundled"``, a model file path, or a ``DragNUWA`` instance."""
-    from dragnuwa.models.dragnuwa import DragNUWA, load_model
+def load_pipeline(model="bundled", svd=None, **options) -> Pipeline:
+    """A cached pipeline over the backend ``model`` names (``dragnuwa.backends.load_backend``):
+    ``"bundled"``, a model file or a ``DragNUWA`` instance (small); a converted DragNUWA 1.5 folder
+    or hub id with ``svd``, the Stable Video Diffusion parts, and its ``options`` (svd)."""
+    from dragnuwa.backends import Backend, load_backend
+    from dragnuwa.models.dragnuwa import DragNUWA
 
-    if isinstance(model, DragNUWA):
-        return Pipeline(model)
+    if isinstance(model, (DragNUWA, Backend)):
+        return Pipeline(load_backend(model, svd, **options))
     path = BUNDLED_MODEL if model in (None, "bundled") else Path(model)
-    if model in (None, "bundled") and not path.is_file():
-        raise UserError(f"bundled model not found at {path}; reinstall the package or pass --model FILE")
-    key = str(path.resolve())
+    key = repr((str(path.resolve()) if path.exists() else str(model), svd, sorted(options.items())))
     if key not in _PIPELINES:
-        _PIPELINES[key] = Pipeline(load_model(path))
+        _PIPELINES[key] = Pipeline(load_backend(model, svd, **options))
     return _PIPELINES[key]
 
 
 def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", out: str = "out.mp4", frames=None,
                      steps=None, seed: int = 0, guidance=None, traj_guidance=None, model="bundled", overlay=None,
                      fit: str = "crop", motion_init=None, motion_region: str = "disc", upscale: int = 1,
-                     fps: float | None = None, variants: int = 1, detail: bool = True) -> Path:
+                     fps: float | None = None, variants: int = 1, detail: bool | None = None, svd=None,
+                     model_options: dict | None = None) -> Path:
     """`dragnuwa generate`: one video written atomically to ``out`` (.mp4 or .gif; + optional tracks
-    overlay), ``upscale`` times the model's size, played at ``fps`` (None: the model's).
+    overlay), ``upscale`` times the model's size, played at ``fps`` (None: the model's). ``model``,
+    ``svd`` and ``model_options`` choose the backend (``load_pipeline``); the rest is the same request
+    for every backend, an option one lacks refused with one line (``Backend.supports``).
 
     ``variants`` > 1 samples seeds ``seed .. seed + variants - 1``: each video goes to
     ``<out stem>_seed<S><suffix>``, and ``out`` (and ``overlay``) shows them side by side, labelled."""
@@ -392,10 +358,16 @@ def generate_to_file(image, tracks=None, flow=None, brush=None, text: str = "", 
                      "--model": None if model == "bundled" else model},
                     {"--out": out, "--overlay": overlay,
                      "--variants": variant_paths(out, range(seed, seed + variants)) if variants > 1 else None})
+    from dragnuwa.backends import backend_class
+
+    # What the backend lacks is refused before minutes of loading it.
+    backend_class(model).refuse_unsupported({"traj_guidance": traj_guidance, "motion_init": motion_init,
+                                             "motion_region": motion_region, "flow": flow, "brush": brush,
+                                             "detail": detail})
     if tracks is None and flow is None:
         print("note: no --tracks or --flow given: the motion follows the text and image alone")
-    pipe = load_pipeline(model)
-    fps = fps or pipe.cfg.fps
+    pipe = load_pipeline(model, svd, **(model_options or {}))
+    fps = fps or pipe.backend.fps
     if variants == 1:
         res = pipe.generate(image, tracks=tracks, text=text, frames=frames, steps=steps, seed=seed,
                             guidance=guidance, traj_guidance=traj_guidance, flow=flow, fit=fit,
@@ -476,7 +448,7 @@ def input_warnings(info: dict) -> list[str]:
     """What a generation ignored or bent of its input, one line each (``GenerationResult.info``):
     tracks that lie wholly outside the part of the image the model sees, and tracks drawn on a
     frame of another shape (a video's, say), which are stretched onto the image."""
-    lines = []
+    lines = list(info.get("ignored") or [])  # inputs the backend reads nothing from (a prompt, say)
     stretched = stretch_warning(info.get("tracks_size") or info["input_size"], info["input_size"])
     if info["tracks"] and stretched:
         lines.append(stretched)
