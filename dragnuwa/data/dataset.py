@@ -79,11 +79,24 @@ def make_maps(flow: np.ndarray, stage: int, rng: np.random.Generator, max_tracks
         maps = tj.flow_to_maps(flow.astype(np.float32))
     else:
         cands = candidate_tracks(flow, rng, layers, extra_tracks)
-        if len(cands):
-            picked = tj.sample_tracks(cands, max_tracks, rng) * [sx, sy]
-        # No candidates (everything occluded or left the frame): no trajectory at all, zero maps.
-        maps = (tj.tracks_to_maps(picked, out_h, out_w) if len(picked)
-                else np.zeros((T1 + 1, 2, out_h, out_w), np.float32))
+        maps, picked = maps_from_candidates(cands, T1 + 1, (W, H), (out_w, out_h), rng, max_tracks, True)
+    return (maps, picked) if return_tracks else maps
+
+
+def maps_from_candidates(cands: np.ndarray, frames: int, in_size: tuple[int, int], size: tuple[int, int],
+                         rng: np.random.Generator, max_tracks: int, return_tracks: bool = False):
+    """Stage 2's trajectory input from candidate tracks ``[M, T, 2]`` in an ``in_size=(W, H)`` frame:
+    1..``max_tracks`` drawn by motion (``sample_tracks``, paper Sec. 3.2), scaled to ``size=(W, H)``,
+    Gaussian-spread (``tracks_to_maps``) -> float32 ``[T, 2, H, W]`` (and the picked tracks)."""
+    from dragnuwa import trajectory as tj
+
+    (W, H), (out_w, out_h) = in_size, size
+    picked = np.zeros((0, frames, 2))
+    if len(cands):
+        picked = tj.sample_tracks(cands, max_tracks, rng) * [out_w / W, out_h / H]
+    # No candidates (everything occluded or left the frame): no trajectory at all, zero maps.
+    maps = (tj.tracks_to_maps(picked, out_h, out_w) if len(picked)
+            else np.zeros((frames, 2, out_h, out_w), np.float32))
     return (maps, picked) if return_tracks else maps
 
 

@@ -19,6 +19,10 @@ class DataConfig:
     first_seed: int = 0  # training seeds start here; evaluation uses seeds >= 1_000_000
     count: int = 900_000
     max_tracks: int = 8
+    # `dragnuwa prepare` shards to stream ("DIR/*.tar"; dragnuwa/data/shard_stream.py); with them,
+    # synthetic_fraction of the samples are procedural clips from the source above (0: shards only).
+    shards: str = ""
+    synthetic_fraction: float = 0.0
 
 
 @dataclass
@@ -138,6 +142,13 @@ def validate(cfg) -> None:
             raise UserError("changed_weight needs data.source synthetic (its masks come from the renderer's layers)")
         if cfg.motion_init > 0 and cfg.data.source != "synthetic":
             raise UserError("motion_init training needs data.source synthetic (clip folders carry no animation)")
+        if cfg.data.shards and (cfg.data.source != "synthetic" or not 0 <= cfg.data.synthetic_fraction < 1):
+            raise UserError(f"data.shards mixes with data.source synthetic only, synthetic_fraction in [0, 1); got "
+                            f"{cfg.data.source!r} and {cfg.data.synthetic_fraction}")
+        if cfg.data.shards and (cfg.motion_init > 0 or cfg.changed_weight > 0):
+            raise UserError("motion_init and changed_weight need the renderer's data: not with data.shards")
+        if cfg.data.synthetic_fraction and not cfg.data.shards:
+            raise UserError("data.synthetic_fraction mixes procedural clips into data.shards: set data.shards")
         if cfg.workers < 0 or cfg.max_minutes < 0:
             raise UserError(f"workers and max_minutes must be >= 0, got {cfg.workers} and {cfg.max_minutes}")
     if isinstance(cfg, AutoencoderTrainConfig) and cfg.moving_weight and not cfg.samples_from:

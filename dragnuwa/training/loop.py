@@ -26,6 +26,13 @@ def build_dataset(cfg: TrainConfig, model_cfg):
     from dragnuwa.data.dataset import ClipFolder, SyntheticClips
 
     size = (model_cfg.width, model_cfg.height)
+    if cfg.data.shards:  # streamed (dragnuwa/data/shard_stream.py), procedural clips mixed in
+        from dragnuwa.data.shard_stream import ShardClips
+
+        synthetic = SyntheticClips(cfg.data.first_seed, cfg.data.count, model_cfg.frames, size, cfg.stage,
+                                   cfg.data.max_tracks) if cfg.data.synthetic_fraction > 0 else None
+        return ShardClips(cfg.data.shards, model_cfg.frames, size, cfg.stage, cfg.data.max_tracks, cfg.seed,
+                          synthetic, cfg.data.synthetic_fraction)
     if cfg.data.source == "folder":
         return ClipFolder(cfg.data.root, model_cfg.frames, size, cfg.stage, cfg.data.max_tracks)
     return SyntheticClips(cfg.data.first_seed, cfg.data.count, model_cfg.frames, size, cfg.stage, cfg.data.max_tracks,
@@ -72,6 +79,10 @@ def _worker_init(_):
 
 def micro_batches(dataset, cfg: TrainConfig, start_step: int, rank: int, world: int):
     """Iterator over the micro-batches from ``start_step`` on; ``cfg.workers`` processes render them."""
+    if hasattr(dataset, "micro_batches"):  # a stream (shards) splits itself over ranks and workers
+        yield from dataset.micro_batches(cfg.batch_size, start_step * cfg.grad_accum, cfg.steps * cfg.grad_accum,
+                                         rank, world, cfg.workers)
+        return
     items = _Batches(dataset, cfg.batch_size, rank, world, start_step * cfg.grad_accum, cfg.steps * cfg.grad_accum)
     if cfg.workers == 0:
         yield from (items[k] for k in range(len(items)))
