@@ -27,6 +27,9 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    # "small": the project's own model (this config); "svd": DragNUWA on Stable Video Diffusion, whose
+    # YAML is read as dragnuwa.svd.train_config.SVDTrainConfig (config_backend picks it).
+    backend: str = "small"
     model: str = "small"  # preset name
     stage: int = 1  # 1: dense flow maps, 2: sparse sampled tracks (paper Sec. 3.4)
     autoencoder: str = ""  # model file whose trained autoencoder weights are used (frozen)
@@ -102,6 +105,17 @@ class AutoencoderTrainConfig:
     tracks: bool = False
 
 
+def config_backend(path: str | Path) -> str:
+    """The ``backend`` a training YAML names ("small" when none): which typed config and loop read it.
+    An unreadable file says "small", and ``load_config`` then reports what is wrong with it."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return "small"
+    backend = data.get("backend", "small") if isinstance(data, dict) else "small"
+    return backend if isinstance(backend, str) else "small"
+
+
 def load_config(path: str | Path, cls=TrainConfig):
     """Read a YAML config into ``cls``; a missing file, bad YAML, unknown key or bad value -> UserError."""
     path = Path(path)
@@ -125,6 +139,8 @@ def load_config(path: str | Path, cls=TrainConfig):
 
 def validate(cfg) -> None:
     if isinstance(cfg, TrainConfig):
+        if cfg.backend != "small":
+            raise UserError(f"backend must be 'small' or 'svd', got {cfg.backend!r}")
         if cfg.stage not in (1, 2):
             raise UserError(f"stage must be 1 or 2, got {cfg.stage}")
         if cfg.mixed_precision not in ("no", "bf16"):

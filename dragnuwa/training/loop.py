@@ -297,7 +297,15 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
 
 def train_from_config(config_path, stage=None, init=None, resume=False, max_steps=None, out_dir=None,
                       batch_size=None, workers=None, max_minutes=None) -> Path:
-    """`dragnuwa train`: load the YAML config, apply command-line overrides, train."""
+    """`dragnuwa train`: load the YAML config, apply command-line overrides, train. A config with
+    ``backend: svd`` trains DragNUWA on Stable Video Diffusion (dragnuwa/svd/training.py)."""
+    from dragnuwa.training.config import config_backend
+
+    if config_backend(config_path) == "svd":
+        from dragnuwa.svd.training import train_from_config as train_svd
+
+        return train_svd(config_path, stage=stage, init=init, resume=resume, max_steps=max_steps, out_dir=out_dir,
+                         batch_size=batch_size, workers=workers, max_minutes=max_minutes)
     cfg = load_config(config_path)
     for name, value in (("batch_size", batch_size), ("workers", workers), ("max_minutes", max_minutes)):
         if value is not None:
