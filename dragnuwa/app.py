@@ -20,6 +20,13 @@ from dragnuwa.errors import UserError
 # The UI writes its videos 4x the model's 64 px (pipeline.upscaled_frames), so the player is not a thumbnail; the API
 # endpoint returns the model's own size.
 VIEW_UPSCALE = 4
+VIEW_SIDE = 256  # the UI enlarges a video until its longer side reaches this, at most VIEW_UPSCALE times
+
+
+def view_upscale(size: tuple[int, int]) -> int:
+    """How many times the UI enlarges a backend's ``size=(W, H)`` videos: 4 for the small model's 64 px,
+    1 for DragNUWA 1.5's 576x320."""
+    return min(VIEW_UPSCALE, max(1, VIEW_SIDE // max(size)))
 
 HELP = ("Click on the image to add points to the current track (drag path, first click = start). "
         "**New track** starts another; a track with one point keeps that point still (an anchor).")
@@ -204,7 +211,7 @@ def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, fram
                    guidance: float, traj_guidance: float, progress=None,
                    motion_init: float | None = None, motion_region: str = "disc",
                    upscale: int = 1, brush: np.ndarray | None = None, fit: str = "crop",
-                   variants: int = 1, detail: bool = True,
+                   variants: int = 1, detail: bool | None = None,
                    out_root: str | Path | None = None) -> tuple[str, ...]:
     """Generate and write the video, the overlay, the tracks JSON and the video as a GIF (to share)
     into a fresh folder -> their paths; the videos ``upscale`` times the model's size. ``brush``: the
@@ -215,7 +222,9 @@ def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, fram
     ``dragnuwa_seed<S>.mp4`` at the end of the paths. The tracks JSON's path is None when no tracks
     were given. The folder is made in ``out_root`` (None: the temp dir) once the videos exist, so a
     refused request leaves none. ``detail``: restore the image's fine detail
-    along the video's motion (``dragnuwa.detail``)."""
+    along the video's motion (``dragnuwa.detail``; None: the backend's default). The UI's controls for
+    options the backend lacks are hidden, so their values are not requests: only the options the
+    backend supports are passed on (``Backend.supports``)."""
     from dragnuwa.pipeline import check_variants, render_variants
     from dragnuwa.tracks_io import save_tracks
     from dragnuwa.video import write_video
@@ -232,13 +241,15 @@ def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, fram
     if image is None:
         raise UserError("no image: upload the image to animate (or pick an example)")
     ts = request_tracks(tracks)  # the CLI's rule: none given, or at least one track
-    fps, seeds = pipe.cfg.fps, [int(seed) + k for k in range(variants)]
+    fps, seeds = pipe.backend.fps, [int(seed) + k for k in range(variants)]
+    options = {k: v for k, v in dict(
+        traj_guidance=float(traj_guidance), motion_init=None if motion_init is None else float(motion_init),
+        motion_region=motion_region, detail=None if detail is None else bool(detail)).items()
+        if k in pipe.backend.supports}
     videos, drawn = [], []
     for s, _, enlarged, marked in render_variants(
             pipe, seeds, upscale, progress=progress, image=image, tracks=ts, text=text or "", frames=int(frames),
-            steps=int(steps), guidance=float(guidance), traj_guidance=float(traj_guidance),
-            motion_init=None if motion_init is None else float(motion_init), motion_region=motion_region,
-            brush=brush, fit=fit, detail=bool(detail)):
+            steps=int(steps), guidance=float(guidance), brush=brush, fit=fit, **options):
         videos.append(enlarged)
         drawn.append(marked)
     labels = [f"seed {s}" for s in seeds] if variants > 1 else None
@@ -265,8 +276,10 @@ def run_generation(pipe, image: np.ndarray, tracks: dict | None, text: str, fram
     return tuple(None if p is None else str(p) for p in paths) + tuple(singles)
 
 
-def build_app(model="bundled"):
-    """The gradio Blocks app. ``model``: "bundled", a model file, or a ``DragNUWA`` instance."""
+def build_app(model="bundled", svd=None, model_options: dict | None = None):
+    """The gradio Blocks app. ``model``: "bundled", a model file, a ``DragNUWA`` instance, or a
+    DragNUWA 1.5 folder / hub id with ``svd`` and ``model_options`` (``pipeline.load_pipeline``). It
+    shows the controls of the options the backend supports (``Backend.supports``)."""
     import gradio as gr
 
     from dragnuwa.demo import example_paths, list_examples
@@ -274,8 +287,9 @@ def build_app(model="bundled"):
     from dragnuwa.pipeline import load_pipeline
     from dragnuwa.video import load_image
 
-    pipe = load_pipeline(model)
-    cfg = pipe.cfg
+    pipe = load_pipeline(model, svd, **(model_options or {}))
+    backend = pipe.backend
+    supports, defaults, upscale = backend.supports, backend.defaults, view_upscale(backend.size)
 
     from dragnuwa.app_requests import RequestFolders, stop_when_client_leaves
 
@@ -326,15 +340,16 @@ def build_app(model="bundled"):
             guidance, traj_guidance, out_root=folders.root,
             progress=stop_when_client_leaves(lambda i, n: progress(i / n, desc=f"sampling step {i}/{n}")),
             motion_init=motion_init,
-            motion_region=motion_region, upscale=VIEW_UPSCALE, brush=brush_mask(editor), fit=state["fit"],
+            motion_region=motion_region, upscale=upscale, brush=brush_mask(editor), fit=state["fit"],
             variants=variants, detail=detail)
         return video, overlay, [p for p in (video, gif, tpath, *rest) if p]
 
     def generate_api(image_path, tracks_text, text, frames, steps, seed, guidance, traj_guidance,
-                     fit="crop", motion_init=None, motion_region="disc", detail=True):
+                     fit="crop", motion_init=None, motion_region="disc", detail=None, progress=gr.Progress()):
         """API endpoint: an image file + a tracks JSON string -> (video, tracks JSON file). The last
         four have defaults (the model's motion init when None), so clients that pass the first
-        eight by position keep working. Empty tracks text is no tracks (then the tracks file is None)."""
+        eight by position keep working. Empty tracks text is no tracks (then the tracks file is None).
+        Progress is reported per sampler step, which also lets a client's disconnect be seen."""
         folders.sweep()
         if not image_path:
             raise UserError("no image: give the image file to animate")
@@ -345,11 +360,11 @@ def build_app(model="bundled"):
         video, _, tpath, _ = run_generation(pipe, image, tracks_text, text, frames, steps, seed, guidance,
                                             traj_guidance, motion_init=motion_init, motion_region=motion_region,
                                             fit=fit, detail=detail, out_root=folders.root,
-                                            progress=stop_when_client_leaves())
+                                            progress=stop_when_client_leaves(lambda i, n: progress(i / n)))
         return video, tpath
 
     # Open on the bundled demo example, so a first visitor sees an image with tracks to try.
-    first, first_prompt = _empty_state({"model_size": (cfg.width, cfg.height)}), ""
+    first, first_prompt = _empty_state({"model_size": backend.size}), ""
     if "demo" in list_examples():
         first, _, _, first_prompt = pick_example("demo", first)
 
@@ -364,7 +379,7 @@ def build_app(model="bundled"):
                 canvas = gr.Image(value=_render(first), label="Click to draw tracks", type="numpy",
                                   interactive=False, elem_id="canvas")
                 status = gr.Markdown(_summary(first))
-                fit = gr.Radio(list(FITS), value="crop", label=f"Fit to the model's {cfg.width}x{cfg.height} frame",
+                fit = gr.Radio(list(FITS), value="crop", label=f"Fit to the model's {backend.width}x{backend.height} frame",
                                info="crop: the unshaded centre; pad: the whole image, with black bars; "
                                     "stretch: the whole image, squeezed")
                 with gr.Row():
@@ -376,7 +391,7 @@ def build_app(model="bundled"):
                     tracks_file = gr.File(label="Upload tracks JSON", file_types=[".json"], height=140)
                     video_file = gr.File(label="or a video: its first frame, moved as it moves",
                                          file_types=["video"], height=140, elem_id="video_file")
-                with gr.Accordion("Motion brush (optional)", open=False):
+                with gr.Accordion("Motion brush (optional)", open=False, visible="brush" in supports):
                     gr.Markdown("Paint what moves: each painted region moves along the track that starts "
                                 "in it, as a whole (one stroke over two objects is split between their "
                                 "drags). Unpainted parts stay. Leave it empty for plain drags.")
@@ -388,20 +403,25 @@ def build_app(model="bundled"):
                 text = gr.Textbox(value=first_prompt, label="Prompt",
                                   placeholder="a red circle moves to the right on a brick wall")
                 with gr.Row():
-                    frames = gr.Slider(2, 4 * cfg.frames, value=cfg.frames, step=1, label="Frames")
-                    steps = gr.Slider(1, 100, value=cfg.steps, step=1, label="Steps")
+                    frames = gr.Slider(2, backend.max_frames, value=backend.frames, step=1, label="Frames")
+                    steps = gr.Slider(1, 100, value=backend.steps, step=1, label="Steps")
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                     variants = gr.Slider(1, 4, value=1, step=1, label="Variants (seeds from Seed on, side by side)")
                 with gr.Row():
-                    guidance = gr.Slider(0, 10, value=cfg.text_guidance, step=0.1, label="Text guidance")
-                    traj_guidance = gr.Slider(0, 10, value=cfg.traj_guidance, step=0.1, label="Trajectory guidance")
-                motion_init = gr.Slider(0, 4, value=cfg.motion_init, step=0.1, label="Motion init (0 = off)",
+                    guidance = gr.Slider(0, 10, value=backend.guidance, step=0.1,
+                                         label="Text guidance" if "text" in backend.conditions else "Guidance")
+                    traj_guidance = gr.Slider(0, 10, value=defaults.get("traj_guidance", 0.0), step=0.1,
+                                              label="Trajectory guidance", visible="traj_guidance" in supports)
+                motion_init = gr.Slider(0, 4, value=defaults.get("motion_init", 0.0), step=0.1,
+                                        label="Motion init (0 = off)", visible="motion_init" in supports,
                                         info="start from the image cut and pasted along the tracks, noised "
                                              "to this level: lower follows the drags more closely")
                 motion_region = gr.Radio(list(MOTION_REGIONS), value="disc", label="Motion init moves",
+                                         visible="motion_region" in supports,
                                          info="the disc around each track's start, or the object under it")
-                detail = gr.Checkbox(True, label="Restore the image's detail",
+                detail = gr.Checkbox(bool(defaults.get("detail")), label="Restore the image's detail",
+                                     visible="detail" in supports,
                                      info="carry the image's fine texture onto the frames along the video's "
                                           "own motion (the model's frames are softer than the image)")
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -417,7 +437,7 @@ def build_app(model="bundled"):
         reset.click(on_reset, [state], editing, api_name=False)
         fit.change(guarded(on_fit), [fit, state], editing, api_name=False)
         tracks_file.upload(guarded(on_tracks_upload), [tracks_file, state], editing, api_name=False)
-        video_file.upload(guarded(with_fresh_brush(lambda file, st: on_video_upload(file, st, 4 * cfg.frames))),
+        video_file.upload(guarded(with_fresh_brush(lambda file, st: on_video_upload(file, st, backend.max_frames))),
                           [video_file, state], editing + [brush], api_name=False)
         examples.change(guarded(with_fresh_brush(pick_example)), [examples, state], editing + [text, brush],
                         api_name=False)
@@ -429,7 +449,8 @@ def build_app(model="bundled"):
         api_in = [gr.File(visible=False), gr.Textbox(visible=False), gr.Textbox(visible=False),
                   gr.Number(visible=False), gr.Number(visible=False), gr.Number(visible=False),
                   gr.Number(visible=False), gr.Number(visible=False), gr.Textbox("crop", visible=False),
-                  gr.Number(None, visible=False), gr.Textbox("disc", visible=False), gr.Checkbox(True, visible=False)]
+                  gr.Number(None, visible=False), gr.Textbox("disc", visible=False),
+                  gr.Checkbox(bool(defaults.get("detail")), visible=False)]
         api_out = [gr.File(visible=False), gr.File(visible=False)]
         api_btn = gr.Button(visible=False)
         # The last four are optional for clients: gradio takes defaults from the components' values
@@ -448,10 +469,11 @@ def build_app(model="bundled"):
     return demo
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, model="bundled", share: bool = False, block: bool = True):
+def launch(host: str = "127.0.0.1", port: int = 7860, model="bundled", share: bool = False, block: bool = True,
+           svd=None, model_options: dict | None = None):
     """Start the app. With ``block=False`` returns the running Blocks (call ``.close()``)."""
     check_address(host, port)  # before the model loads
-    demo = build_app(model)
+    demo = build_app(model, svd, model_options)
     demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block)
     return demo
 

@@ -27,6 +27,7 @@ from dragnuwa.metrics import (first_frame_psnr, psnr, static_trajectory_error, t
                               text_check, track_points, trajectory_error)
 
 HELD_OUT_SEED = 1_000_000
+MAX_SCENE_SIDE = 256  # scenes are rendered at a backend's own size up to this side (scene_size)
 # ``motion_region`` for the evaluation only: each tracked object's true first-frame pixels painted as a
 # motion brush (dragnuwa.motion_brush), what a user who paints the objects gives.
 EVAL_BRUSH = "brush"
@@ -92,36 +93,67 @@ def scene_cases(count: int, first_seed: int, frames: int, size: tuple[int, int],
 
 def pipeline_generator(model="bundled", steps: int | None = None, seed: int = 0,
                        motion_init: float | None = None, motion_region: str = "disc",
-                       detail: bool = True) -> tuple[Generator, tuple, int, Reconstructor, Redrawer | None]:
+                       detail: bool | None = None, svd=None,
+                       model_options: dict | None = None) -> tuple[Generator, tuple, int, Reconstructor | None,
+                                                                  Redrawer | None]:
     """The one place the evaluation calls the generation pipeline: ``(generate, (W, H), frames,
-    reconstruct, redraw)``; ``reconstruct`` passes a video through the model's autoencoder, ``redraw``
-    (None without motion init) samples it back from sigma ``motion_init`` as the generations do
-    from the animation. ``motion_init`` None = the model's default; a ``drop`` naming "motion_init"
-    turns it off for that call; ``motion_region`` is what it moves along each track ("disc" or "object";
-    "brush": the ``brush`` mask ``generate`` is then called with, as a user's motion brush); ``detail``:
-    the pipeline's detail restoration, on the generations and the round trip alike."""
+    reconstruct, redraw)``; ``reconstruct`` passes a video through the model's autoencoder (None where
+    the backend offers none), ``redraw`` (None without motion init) samples it back from sigma
+    ``motion_init`` as the generations do from the animation. ``motion_init`` None = the model's
+    default; a ``drop`` naming "motion_init" turns it off for that call; ``motion_region`` is what it
+    moves along each track ("disc" or "object"; "brush": the ``brush`` mask ``generate`` is then called
+    with, as a user's motion brush); ``detail``: the pipeline's detail restoration, on the generations
+    and the round trip alike (None: the backend's default). The scenes are rendered at the backend's
+    size when it is small (``scene_size``); otherwise the request path fits each scene to the backend
+    (padded) and its video is brought back to the scene's pixels for scoring."""
     from dragnuwa.pipeline import load_pipeline
 
-    pipe = load_pipeline(model)
-    cfg = pipe.cfg
+    pipe = load_pipeline(model, svd, **(model_options or {}))
+    backend = pipe.backend
+    size = scene_size(backend)
+    fit = "crop" if size == backend.size else "pad"
+    resolved = backend.resolve({"motion_init": motion_init, "detail": detail})
 
     def generate(image, tracks, text, drop, brush=None):
         start = 0.0 if "motion_init" in drop else motion_init
         # paste_first=False: the decoded first frame is scored, not the given image pasted over it.
         res = pipe.generate(image, tracks, text, frames=tracks.shape[1], steps=steps, seed=seed,
                             drop=tuple(d for d in drop if d != "motion_init"), paste_first=False,
-                            show_progress=False, motion_init=start, brush=brush, detail=detail,
+                            show_progress=False, motion_init=start, brush=brush, detail=detail, fit=fit,
                             motion_region="disc" if motion_region == EVAL_BRUSH else motion_region)
-        return res.frames
+        return to_scene(res.frames, image.shape[1::-1], fit)
 
     def redraw(video, image, tracks, text):
         res = pipe.generate(image, tracks, text, frames=tracks.shape[1], steps=steps, seed=seed, paste_first=False,
                             show_progress=False, motion_init=motion_init, start_video=video, detail=detail)
         return res.frames
 
-    uses_motion_init = (cfg.motion_init if motion_init is None else motion_init) > 0
-    return (generate, (cfg.width, cfg.height), cfg.frames, autoencoder_round_trip(pipe.model.autoencoder, detail),
+    uses_motion_init = resolved.get("motion_init", 0.0) > 0
+    return (generate, size, backend.frames, backend.reconstructor(bool(resolved.get("detail"))),
             redraw if uses_motion_init else None)
+
+
+def scene_size(backend) -> tuple[int, int]:
+    """The held-out scenes' size for a backend: its own when both sides are at most ``MAX_SCENE_SIDE``
+    (the bundled model's 64 px), else 64 x 64 px scenes, which the request path fits to its size."""
+    return backend.size if max(backend.size) <= MAX_SCENE_SIDE else (64, 64)
+
+
+def to_scene(video: np.ndarray, size: tuple[int, int], fit: str) -> np.ndarray:
+    """A video generated from a ``size=(W, H)`` scene fitted to the backend by ``fit`` -> the scene's
+    pixels: the part showing the scene (all of it with pad and stretch), resized back (area)."""
+    import cv2
+
+    from dragnuwa.video import fit_transform
+
+    T, H, W = video.shape[:3]
+    if (W, H) == tuple(size):
+        return video
+    t = fit_transform(tuple(size), (W, H), fit)
+    x0, y0 = max(0, round(t.offset_x)), max(0, round(t.offset_y))
+    x1, y1 = min(W, round(t.offset_x + size[0] * t.scale_x)), min(H, round(t.offset_y + size[1] * t.scale_y))
+    return np.stack([cv2.resize(np.ascontiguousarray(f[y0:y1, x0:x1]), tuple(size), interpolation=cv2.INTER_AREA)
+                     for f in video])
 
 
 def autoencoder_round_trip(autoencoder, detail: bool = False) -> Reconstructor:
@@ -318,6 +350,9 @@ def _report_markdown(summary: dict, meta: dict) -> str:
         f"{meta['frames']} frames at {meta['size'][0]}x{meta['size'][1]}"
         + {True: ", the image's detail restored (dragnuwa.detail) on every video given the image, and on the round trip.",
            False: ", no detail restoration (--no-detail)."}.get(meta.get("detail"), "."),
+        *([f"- the {meta['backend']} backend works at {meta['backend_size'][0]}x{meta['backend_size'][1]}: each "
+           "scene is fitted to it (padded) and its video brought back to the scene's size to be scored."]
+          if meta.get("backend_size") and meta["backend_size"] != meta["size"] else []),
         *(["- the model's decoder reads the tracks (models/track_decoder.py), on every video given the "
            "trajectory and on the yardsticks."] if meta.get("track_decoder") else []),
         "", "![report](report.png)"]
@@ -388,7 +423,8 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
                    steps: int | None = None, ablations: bool = True, generate_fn: Generator | None = None,
                    size: tuple[int, int] = (64, 64), frames: int = 14,
                    reconstruct_fn: Reconstructor | None = None, motion_init: float | None = None,
-                   motion_region: str = "disc", redraw_fn: Redrawer | None = None, detail: bool = True) -> Path:
+                   motion_region: str = "disc", redraw_fn: Redrawer | None = None, detail: bool | None = None,
+                   svd=None, model_options: dict | None = None) -> Path:
     """Metrics on ``count`` held-out clips, with and without each condition; returns report.md's path.
 
     ``generate_fn(image, tracks, text, drop) -> uint8 [T, H, W, 3]`` replaces the model (tests);
@@ -399,7 +435,9 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
     ``no_motion_init`` row shows the model alone (an injected ``generate_fn`` then gets that drop);
     ``motion_region`` ("disc" or "object") is what motion init moves along each track; "brush"
     paints each tracked object's true pixels as a motion brush instead (``generate_fn`` then gets
-    a ``brush`` keyword). ``detail``: the pipeline's detail restoration (``dragnuwa.detail``).
+    a ``brush`` keyword). ``detail``: the pipeline's detail restoration (``dragnuwa.detail``; None:
+    the backend's default). ``model``, ``svd`` and ``model_options`` choose the backend
+    (``pipeline.load_pipeline``); ablations run for the conditions the backend reads.
     """
     if int(count) < 1:
         raise UserError(f"--count must be at least 1, got {count}")
@@ -417,14 +455,24 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
     if not injected:
         from dragnuwa.pipeline import check_motion_init, load_pipeline
 
-        pipe = load_pipeline(model)
-        if start is None:
-            start = pipe.cfg.motion_init
-        track_decoder = bool(pipe.model.cfg.autoencoder.tracks)
-        check_motion_init(start)  # before any clip is rendered or scored
+        from dragnuwa.backends import backend_class
+
+        brush = motion_region == EVAL_BRUSH
+        # Before the model loads and any clip is rendered or scored: what the backend lacks.
+        backend_class(model).refuse_unsupported({"motion_init": start, "detail": detail,
+                                                 "brush": True if brush else None,
+                                                 "motion_region": None if brush else motion_region})
+        backend = load_pipeline(model, svd, **(model_options or {})).backend
+        resolved = backend.resolve({"motion_init": start, "detail": detail})
+        start, detail = resolved.get("motion_init", 0.0), bool(resolved.get("detail"))
+        track_decoder = backend.track_decoder
+        check_motion_init(start)
         generate_fn, size, frames, reconstruct_fn, redraw_fn = pipeline_generator(
-            model, steps, motion_init=start, motion_region=motion_region, detail=detail)
+            model, steps, motion_init=start, motion_region=motion_region, detail=detail, svd=svd,
+            model_options=model_options)
     variants = dict(VARIANTS) if ablations else {"full": ()}
+    if not injected:  # only the conditions the backend reads can be dropped
+        variants = {n: d for n, d in variants.items() if set(d) - {"motion_init"} <= backend.conditions}
     if not start:
         variants.pop("no_motion_init", None)
     name = str(model) if isinstance(model, (str, Path)) else type(model).__name__
@@ -432,6 +480,8 @@ def run_evaluation(model="bundled", out_dir="eval_report", count: int = 100, see
             "motion_init": start, "motion_region": motion_region, "detail": None if injected else bool(detail),
             "frames": int(frames), "size": [int(size[0]), int(size[1])],
             "variants": list(variants), "track_decoder": None if injected else track_decoder}
+    if not injected:
+        meta["backend"], meta["backend_size"] = backend.name, list(backend.size)
     if int(seed) < TRAINING_SEEDS_END:
         meta["warning"] = (f"seeds from {seed} overlap the training scenes (0..{TRAINING_SEEDS_END - 1}); "
                            f"use --seed {HELD_OUT_SEED} or above for held-out results")
