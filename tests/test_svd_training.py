@@ -168,7 +168,7 @@ def test_stage_one_then_two_train_only_what_they_should_and_the_loss_falls(tiny,
         loaded = exported(*args, flow=inputs["flow"]).sample
     torch.testing.assert_close(loaded, live, atol=1e-5, rtol=1e-5)
     info = json.loads((tmp_path / "s1" / "dragnuwa_svd_train.json").read_text())
-    assert info["stage"] == 1 and info["steps"] == 30 and info["svd"] == tiny
+    assert info["stage"] == 1 and info["steps"] == 30 and info["svd"] == str(Path(tiny).resolve())
 
     # Stage 2 continues from the stage-1 run (its svd recorded there), on sparse tracks.
     cfg2 = _cfg(tmp_path, tiny, stage=2, init=str(tmp_path / "s1"), steps=30, lr=1e-2, ckpt_every=100,

@@ -325,6 +325,7 @@ def export(folder: Path, parts: Parts, ema: ParamEMA, cfg: SVDTrainConfig, step:
         save_text_adapter(folder, parts.unet, parts.text_projection, cfg.text,
                           params={**unet_text, **{f"proj.{k}": v for k, v in proj.items()}}, dtype=dtype)
     _, svd = sources(cfg)
+    svd = str(Path(svd).resolve()) if Path(svd).exists() else svd  # a later stage may run elsewhere
     info = {"stage": cfg.stage, "steps": step, "init": cfg.init, "svd": svd, "lora_rank": cfg.lora_rank,
             "text": cfg.text, "width": cfg.width, "height": cfg.height, "frames": cfg.frames,
             "fps_id": cfg.fps_id, "motion_bucket_id": cfg.motion_bucket_id, "cond_aug": cfg.cond_aug}
