@@ -63,7 +63,9 @@ def test_generates_finite_uint8_frames_reproducibly(pipe):
 
 def test_flow_changes_the_output(pipe, reference):
     with_flow = reference
-    no_flow = _run(pipe, tracks=None, flow=np.zeros((T, 2, H, W), np.float32), output_type="latent").frames
+    # A torch flow and numpy sizes are accepted too (what the front door passes).
+    no_flow = _run(pipe, tracks=None, flow=torch.zeros(T, 2, H, W), output_type="latent",
+                   width=np.int64(W)).frames
     rel = (with_flow - no_flow).norm() / no_flow.norm()
     assert rel > 1e-3, float(rel)
 
@@ -141,7 +143,7 @@ def test_bf16_generation(folders):
     model, svd = folders
     p = load_svd_pipeline(model, svd=svd, torch_dtype=torch.bfloat16)
     p.set_progress_bar_config(disable=True)
-    frames = _run(p).frames
+    frames = _run(p, num_inference_steps=1).frames
     assert frames.shape == (1, T, H, W, 3) and frames.std() > 1.0
 
 

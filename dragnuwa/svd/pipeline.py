@@ -33,6 +33,7 @@ diffusers parts; each number was checked against that code:
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -141,16 +142,16 @@ class DragNUWASVDPipeline(DiffusionPipeline):
                      num_inference_steps: int, decode_chunk_size: int, output_type: str) -> None:
         """Raise ``UserError`` (one line) for anything the user can get wrong."""
         for name, v in (("width", width), ("height", height)):
-            if not isinstance(v, int) or v <= 0 or v % 64:
+            if not isinstance(v, numbers.Integral) or v <= 0 or v % 64:
                 raise UserError(f"{name} {v} is not a positive multiple of 64 (the model works at "
                                 f"multiples of 64; the official size is 576x320)")
         if (flow is None) == (tracks is None):
             raise UserError("give either flow or tracks (exactly one)")
-        if not isinstance(num_frames, int) or num_frames < 2:
+        if not isinstance(num_frames, numbers.Integral) or num_frames < 2:
             raise UserError(f"num_frames must be an integer >= 2, got {num_frames}")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        if not isinstance(num_inference_steps, numbers.Integral) or num_inference_steps < 1:
             raise UserError(f"num_inference_steps must be a positive integer, got {num_inference_steps}")
-        if not isinstance(decode_chunk_size, int) or decode_chunk_size < 1:
+        if not isinstance(decode_chunk_size, numbers.Integral) or decode_chunk_size < 1:
             raise UserError(f"decode_chunk_size must be a positive integer, got {decode_chunk_size}")
         if output_type not in ("np", "pt", "latent"):
             raise UserError(f"output_type must be np, pt or latent, not {output_type!r}")
@@ -261,6 +262,8 @@ class DragNUWASVDPipeline(DiffusionPipeline):
         height = OFFICIAL_HEIGHT if height is None else height
         self.check_inputs(image, flow, tracks, width, height, num_frames, num_inference_steps,
                           decode_chunk_size, output_type)
+        width, height, num_frames = int(width), int(height), int(num_frames)
+        num_inference_steps, decode_chunk_size = int(num_inference_steps), int(decode_chunk_size)
         if tracks is not None:
             flow = official_flow(tracks, width, height, num_frames, anchors=anchors)
         flow_np = flow.detach().cpu().float().numpy() if isinstance(flow, torch.Tensor) \
