@@ -138,7 +138,7 @@ CASES = [
     Case("video-is-text", ["tracks", "{in}/notes.mp4", "--out", "{out}/t.json"], r"cannot decode video",
          {"notes.mp4": "just some words, not a video\n" * 20}),
     Case("video-too-small-for-flow", ["tracks", "{in}/clip.mp4", "--out", "{out}/t.json", "--size", "8"],
-         r"too small|at least"),
+         r"too small|at least|no trackable points"),
     Case("video-unknown-flow", ["tracks", "{in}/clip.mp4", "--out", "{out}/t.json", "--flow", "nope"], r"nope"),
     # ---------------------------------------------------------------- output paths
     Case("out-is-the-image-video", ["generate", "--image", "{in}/clip.mp4", "--out", "{in}/clip.mp4"],
@@ -451,3 +451,56 @@ def test_app_api_refuses_bad_call_with_our_message(case, app_server, app_client,
     assert all(Path(e).name == case.args.get("image", "img.png")
                or Path(e).name.startswith("tmp") and (server_tmp / e).stat().st_size == 0 for e in uploads), uploads
     assert _hashes(tmp_path) == before
+
+
+def test_app_generates_with_empty_tracks_text_and_refuses_an_empty_list(app_server, app_client, tmp_path):
+    """The CLI's rule in the app: no tracks given (empty text) animates from the text and image alone
+    (and returns no tracks file, as it has none); tracks given must hold one (the refusal above)."""
+    from dragnuwa.video import read_video
+
+    _make_assets(tmp_path)
+    video, tpath = _call(app_client, tmp_path, {"tracks": ""})
+    assert read_video(video)[0].shape == (4, 32, 32, 3) and tpath is None
+    video, tpath = _call(app_client, tmp_path, {})
+    assert json.loads(Path(tpath).read_text())["tracks"] == [[[16, 16], [24, 20]]]
+
+
+KILLED_WRITE = """
+import sys, time
+from dragnuwa.errors import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"half a video")
+    print("writing", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_write_is_removed_by_the_next_run_that_writes_there(tmp_path):
+    """SIGKILL mid-write leaves atomic_path's hidden temporary; the next run writing into that folder
+    removes it, silently, and leaves alone a live writer's temporary and the user's own files."""
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / ".notes.tmp").write_text("the user's")  # not atomic_path's pattern
+    killed = subprocess.Popen([sys.executable, "-c", KILLED_WRITE, str(folder / "out.mp4")], stdout=subprocess.PIPE,
+                              text=True)
+    live = subprocess.Popen([sys.executable, "-c", KILLED_WRITE, str(folder / "other.mp4")], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert killed.stdout.readline().strip() == live.stdout.readline().strip() == "writing"
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait()
+        left = sorted(p.name for p in folder.iterdir())
+        assert len(left) == 3 and sum(name.startswith(".out.tmp.") for name in left) == 1, left
+        r = subprocess.run([sys.executable, "-m", "dragnuwa.cli", "synth", str(folder), "--count", "1",
+                            "--frames", "2", "--size", "16"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "error" not in r.stderr.lower(), r.stderr
+        names = sorted(p.name for p in folder.iterdir())
+        assert not any(name.startswith(".out.tmp.") for name in names), names
+        assert ".notes.tmp" in names and sum(name.startswith(".other.tmp.") for name in names) == 1, names
+    finally:
+        live.kill()
+        live.wait()
