@@ -281,6 +281,8 @@ def prepare_shard(shard: int, entries: list[VideoEntry], cfg: PrepareConfig, out
     """Videos -> one shard ``shard-NNNNNN.tar`` and its record (returned). Never raises for a bad video."""
     import cv2
 
+    from dragnuwa import flow, trajectory, video  # noqa: F401 - a fresh worker's imports, before the clocks start
+
     cv2.setNumThreads(1)
     out = Path(out)
     seconds = dict.fromkeys(STAGES, 0.0)
