@@ -200,6 +200,16 @@ def test_resume_after_a_kill_gives_the_same_next_loss(tiny, tmp_path):
     assert (Path(part.out_dir) / "text_adapter" / "config.json").is_file()
 
 
+def test_eight_bit_adamw_where_bitsandbytes_installs(tiny, tmp_path):
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes not installed: the loop falls back to AdamW")
+    cfg = _cfg(tmp_path, tiny, steps=2, optimizer="adamw8bit")
+    train(cfg)
+    state = torch.load(Path(cfg.out_dir) / "checkpoint" / "state.pt", weights_only=False)["optimizer"]["state"]
+    moments = [s["__bnb_optimizer_quant_state__"]["state1"] for s in state.values()]  # bitsandbytes' layout
+    assert torch.uint8 in {m.dtype for m in moments}  # tensors of 4096+ elements keep 8-bit moments
+    assert all(np.isfinite(_losses(cfg.out_dir)))
+
+
 def test_train_dispatches_and_generate_loads_the_export(tiny, tmp_path, capsys):
     from dragnuwa.cli import main
     from dragnuwa.video import read_video
