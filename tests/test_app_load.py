@@ -190,3 +190,54 @@ def test_twenty_requests_in_a_row_do_not_grow_the_servers_memory(server, tmp_pat
           f"(+{growth:.0f} MB; max {max(rss):.0f} MB); {np.mean(seconds):.2f} s per request "
           f"(4 frames, 1 step, tiny model, 2-core CPU)")
     assert growth <= 100
+
+
+@pytest.mark.slow  # the bundled model on a 2-core CPU; the tiny-model test above covers the same code
+def test_four_clients_at_once_see_their_own_drags_in_their_videos(tmp_path):
+    """With the bundled model (which follows drags), four clients at once each drag a white disc
+    their own way (right, left, down, up) on their own background: in each returned video the disc
+    ends where that client dragged it, not where any other did."""
+    from gradio_client import Client, handle_file
+
+    from dragnuwa import app as app_mod
+
+    ends = [(48, 32), (16, 32), (32, 48), (32, 16)]
+    starts = [(24, 32), (40, 32), (32, 24), (32, 40)]
+    yy, xx = np.mgrid[0:64, 0:64] + 0.5
+    images = []
+    for k, (sx, sy) in enumerate(starts):
+        img = np.zeros((64, 64, 3), np.uint8)
+        img[:] = np.array(COLOURS[k]) // 2
+        img[(xx - sx) ** 2 + (yy - sy) ** 2 <= 49] = 255
+        images.append(tmp_path / f"disc{k}.png")
+        Image.fromarray(img).save(images[-1])
+    port = _free_port()
+    demo = app_mod.launch(host="127.0.0.1", port=port, model="bundled", block=False)
+    try:
+        results = [None] * 4
+
+        def run(k):
+            tracks = json.dumps({"width": 64, "height": 64, "tracks": [[list(starts[k]), list(ends[k])]]})
+            results[k] = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(
+                handle_file(str(images[k])), tracks, "", 4, 1, SEEDS[k], 1.0, 2.0, motion_init=0.3,
+                api_name="/generate")
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=600)
+        wall = time.perf_counter() - t0
+    finally:
+        demo.close()
+    misses = []
+    for k, (video, _) in enumerate(results):
+        last = _frames(video)[-1]
+        ys, xs = np.nonzero(last.min(axis=-1) > 200)  # the white disc
+        centre = np.array([xs.mean() + 0.5, ys.mean() + 0.5])
+        distances = [np.hypot(*(centre - np.array(e))) for e in ends]
+        assert int(np.argmin(distances)) == k and distances[k] < 6, (k, centre)
+        misses.append(distances[k])
+    print(f"\nfour clients at once, bundled model: {wall:.1f} s wall (4 frames, 1 step, 2-core CPU); each disc "
+          f"ends {', '.join(f'{m:.1f}' for m in misses)} px from its own drag's end (the others' are 22-32 px away)")
