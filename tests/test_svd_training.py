@@ -263,6 +263,51 @@ def test_stage_two_flow_is_the_official_gaussian_at_sampled_tracks():
     assert np.allclose(dense_flow_input(maps, 64, 64), 2.0)
 
 
+def _write_shards(folder, n=5):
+    """``n`` procedural clips as `dragnuwa prepare` shards (2 per shard), with flow and candidate tracks."""
+    from dragnuwa.data.dataset import candidate_tracks
+    from dragnuwa.data.shards import encode_sample, write_shard
+    from dragnuwa.data.synthetic import render_clip
+    from dragnuwa.trajectory import flow_to_maps
+
+    folder.mkdir()
+    samples = []
+    for i in range(n):
+        clip = render_clip(i, 4, (96, 64))
+        tracks = candidate_tracks(clip.flow, np.random.default_rng(i), clip.layers)
+        meta = {"width": 96, "height": 64, "frames": 4, "fps": 8}
+        samples.append(encode_sample(f"{i:08d}_00", clip.frames, 8.0, clip.caption, tracks, meta,
+                                     flow_maps=flow_to_maps(clip.flow)[:, :, ::8, ::8] / 8))
+    for k in range(0, n, 2):
+        write_shard(folder / f"shard-{k // 2:06d}.tar", samples[k:k + 2])
+    return folder
+
+
+def test_shards_stream_in_the_same_order_split_over_workers_and_resumed(tmp_path):
+    from dragnuwa.svd.train_data import shard_stream
+    from dragnuwa.svd.training import micro_batches
+
+    shards = _write_shards(tmp_path / "shards")
+    for stage in (1, 2):
+        cfg = SVDTrainConfig(init="x", stage=stage, width=64, height=64, frames=4, steps=6,
+                             data=SVDDataConfig(source="shards", shards=str(shards), max_tracks=3))
+        one = [it["text"] for it, _ in zip(shard_stream(cfg.data.shards, cfg, 0, 1, skip=0), range(8))]
+        # Two workers' shares, taken in turn as a DataLoader does, are the one stream.
+        parts = [shard_stream(cfg.data.shards, cfg, 0, 1, 0, part=w, parts=2) for w in (0, 1)]
+        assert [next(parts[k % 2])["text"] for k in range(8)] == one
+        # Two ranks: disjoint halves of the stream.
+        ranks = [[it["text"] for it, _ in zip(shard_stream(cfg.data.shards, cfg, r, 2, skip=0), range(4))] for r in (0, 1)]
+        assert ranks[0] == one[0:8:2] and ranks[1] == one[1:8:2]
+        # A resume at step 2 gets exactly the batches 2.. of the whole run.
+        full = list(micro_batches(cfg, None, 0, 0, 1))
+        resumed = list(micro_batches(cfg, None, 2, 0, 1))
+        assert len(full) == 6 and len(resumed) == 4
+        for a, b in zip(full[2:], resumed):
+            assert a["text"] == b["text"] and torch.equal(a["flow"], b["flow"]) and torch.equal(a["video"], b["video"])
+        flow = full[0]["flow"]
+        assert flow.shape == (1, 4, 2, 64, 64) and not flow[0, 0].any() and flow.abs().max() > 0
+
+
 DDP_SCRIPT = textwrap.dedent('''
     import sys, torch
     sys.path.insert(0, {tests!r})

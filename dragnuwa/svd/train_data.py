@@ -142,10 +142,12 @@ def shard_item(sample: dict, frames: int, width: int, height: int, stage: int, r
     return to_item(fitted, sample.get("caption", ""), flow)
 
 
-def shard_stream(pattern: str, cfg, rank: int, world: int, skip: int):
+def shard_stream(pattern: str, cfg, rank: int, world: int, skip: int, part: int = 0, parts: int = 1):
     """Endless training items from shards: pass e = 0, 1, ... visits the shards in an order seeded
     by (seed, e); sample j of the whole stream goes to rank ``j % world``. The first ``skip`` items of
-    this rank are passed over without decoding (exact resume at any step)."""
+    this rank are passed over without decoding (exact resume at any step). With ``parts`` > 1 this
+    call decodes only every ``parts``-th of the rest, from ``part`` on (one DataLoader worker's share:
+    the loader takes one item from each worker in turn, so the order stays the same)."""
     from dragnuwa.data.shards import decode_sample, expand_shards, raw_samples
 
     paths = expand_shards(pattern)
@@ -160,10 +162,22 @@ def shard_stream(pattern: str, cfg, rank: int, world: int, skip: int):
                 if (j - 1) % world != rank:
                     continue
                 mine += 1
-                if mine <= skip:
+                if mine <= skip or (mine - skip - 1) % parts != part:
                     continue
                 rng = np.random.default_rng([cfg.seed, j, 2])
                 yield shard_item(decode_sample(raw), cfg.frames, cfg.width, cfg.height, cfg.stage, rng,
                                  cfg.data.max_tracks, cfg.flow_sigma)
         if seen == 0:
             raise UserError(f"the shards {pattern} hold no samples")
+
+
+class ShardItems(torch.utils.data.IterableDataset):
+    """``shard_stream`` split over DataLoader workers (each decodes its share; same order as one)."""
+
+    def __init__(self, pattern: str, cfg, rank: int, world: int, skip: int):
+        self.pattern, self.cfg, self.rank, self.world, self.skip = pattern, cfg, rank, world, skip
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        part, parts = (info.id, info.num_workers) if info is not None else (0, 1)
+        return shard_stream(self.pattern, self.cfg, self.rank, self.world, self.skip, part, parts)

@@ -244,9 +244,11 @@ def micro_batches(cfg: SVDTrainConfig, dataset, start_step: int, rank: int, worl
     """Micro-batches from ``start_step`` on, for this rank."""
     first, last = start_step * cfg.grad_accum, cfg.steps * cfg.grad_accum
     if dataset is None and cfg.data.source == "shards":
-        from dragnuwa.svd.train_data import shard_stream
+        from dragnuwa.svd.train_data import ShardItems
 
-        stream = shard_stream(cfg.data.shards, cfg, rank, world, skip=first * cfg.batch_size)
+        items = ShardItems(cfg.data.shards, cfg, rank, world, skip=first * cfg.batch_size)
+        stream = iter(items) if cfg.workers == 0 else iter(torch.utils.data.DataLoader(
+            items, batch_size=None, num_workers=cfg.workers, prefetch_factor=2, multiprocessing_context="spawn"))
         for _ in range(last - first):
             yield _stack([next(stream) for _ in range(cfg.batch_size)])
         return
