@@ -115,6 +115,37 @@ def test_text_branch_changes_nothing_until_trained_and_nothing_without_text():
     assert torch.equal(trained[1], after[1])
 
 
+def _tiny_clip_text(folder):
+    """A CLIP text encoder folder (tokenizer/ with a letters-only vocabulary, text_encoder/ width 32)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    (folder / "tokenizer").mkdir(parents=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab[c], vocab[c + "</w>"] = len(vocab), len(vocab) + 1
+    (folder / "tokenizer" / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "tokenizer" / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(folder / "tokenizer" / "vocab.json"), str(folder / "tokenizer" / "merges.txt"),
+                  model_max_length=16).save_pretrained(folder / "tokenizer")
+    torch.manual_seed(0)
+    CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                                 num_attention_heads=4, max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
+                                 pad_token_id=1)).save_pretrained(folder / "text_encoder")
+    return folder
+
+
+def test_a_named_clip_text_encoder_gives_masked_tokens(tmp_path):
+    from dragnuwa.svd.text import text_encoder
+
+    enc = text_encoder(str(_tiny_clip_text(tmp_path / "clip")))
+    tokens, mask = enc.encode(["a red ball", ""])
+    assert enc.dim == 32 and tokens.shape == (2, 16, 32)
+    assert mask[0].sum() == 10 and not mask[1].any() and not tokens[1].any()  # 8 letters + start/end; empty: none
+    assert tokens[0, :10].abs().amin(-1).max() > 0
+    with pytest.raises(UserError, match="CLIP text encoder"):
+        text_encoder(str(tmp_path / "missing"))
+
+
 def test_guidance_has_separate_image_text_and_trajectory_scales():
     from dragnuwa.svd.text import combine_guidance
 
