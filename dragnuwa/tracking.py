@@ -94,14 +94,37 @@ def patches(grey: np.ndarray, points: np.ndarray) -> np.ndarray:
 def zncc(a: np.ndarray, b: np.ndarray, flat: float = 3.0) -> np.ndarray:
     """Zero-mean normalised cross-correlation of ``[N, P]`` patch pairs -> ``[N]`` in [-1, 1].
 
-    A flat template (std below ``flat`` grey levels) has no pattern to correlate: it scores 1 when
-    the other patch is as flat and near the same brightness, else 0."""
+    A flat template (std below ``flat`` grey levels) has no pattern to correlate: it scores 0 (no
+    evidence that the point is still there)."""
     am, bm = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
     sa, sb = np.sqrt((am ** 2).mean(1)), np.sqrt((bm ** 2).mean(1))
     score = (am * bm).mean(1) / np.maximum(sa * sb, 1e-6)
-    is_flat = sa < flat
-    same = (sb < 2 * flat) & (np.abs(a.mean(1) - b.mean(1)) < 4 * flat)
-    return np.where(is_flat, same.astype(np.float32), score)
+    return np.where((sa < flat) | (sb < flat), 0.0, score)
+
+
+MIN_TEXTURE = 2e-4  # cv2.cornerMinEigenVal (7 px blocks) a start point needs: 2x a flat patch under noise of sigma 4
+
+
+def textured_points(frame: np.ndarray, points: np.ndarray, radius: float,
+                    min_texture: float = MIN_TEXTURE) -> tuple[np.ndarray, np.ndarray]:
+    """Each ``[N, 2]`` point moved to the most trackable pixel within ``radius`` px (the largest smaller
+    eigenvalue of the local structure tensor, ``cv2.cornerMinEigenVal``, as in Shi-Tomasi's good features
+    to track) -> (points, ``[N]`` whether it reaches ``min_texture``). A point on a flat patch, or on a
+    straight edge, has no position to follow (the aperture problem): any tracker drifts there and no
+    appearance check can tell, so it gets no track."""
+    grey = _grey(frame)
+    eig = cv2.cornerMinEigenVal(grey, 7, 3)
+    H, W = grey.shape
+    r = max(0, int(radius))
+    out, ok = np.asarray(points, np.float64).copy(), np.zeros(len(points), bool)
+    for i, (x, y) in enumerate(out):
+        cx, cy = min(W - 1, int(x)), min(H - 1, int(y))
+        x0, y0, x1, y1 = max(0, cx - r), max(0, cy - r), min(W, cx + r + 1), min(H, cy + r + 1)
+        win = eig[y0:y1, x0:x1]
+        j, k = np.unravel_index(int(np.argmax(win)), win.shape)
+        ok[i] = win[j, k] >= min_texture
+        out[i] = [x0 + k + 0.5, y0 + j + 0.5]
+    return out, ok
 
 
 def _inside(p: np.ndarray, W: int, H: int) -> np.ndarray:
@@ -221,7 +244,7 @@ class _SparseStep:
 
 def track_points(frames: np.ndarray, points: np.ndarray, tracker: str = DEFAULT_TRACKER, max_gap: int = 8,
                  fb_tolerance: float = 1.0, min_similarity: float = 0.6, max_difference: float = 15.0,
-                 flow: str = "dis",
+                 round_trip: float = 2.0, flow: str = "dis",
                  consistency_flow: str | None = "dis_fast", flows: tuple[np.ndarray, np.ndarray] | None = None,
                  progress: bool = False) -> Tracks:
     """Track ``[N, 2]`` points of frame 0 through ``uint8 [T, H, W, 3]`` frames -> :class:`Tracks`.
@@ -252,6 +275,37 @@ def track_points(frames: np.ndarray, points: np.ndarray, tracker: str = DEFAULT_
         greys = [_grey(f) for f in frames]
         step = _SparseStep(frames, greys, fb_tolerance, tracker)
 
+    tracks, observed = _follow(frames, greys, step, pts, strict, sparse, max_gap, min_similarity, max_difference,
+                               progress, tracker)
+    valid = _bridged(observed, max_gap if not strict else 0)
+    if not strict:
+        # Round trip: the points that reach the last frame are tracked back through the reversed clip, and
+        # a frame stays valid only where both passes agree within ``round_trip`` px. A track that drifted,
+        # slid along an edge, locked onto the wrong period of a pattern or rode an occluder for a while
+        # comes back elsewhere (the long-range twin of the per-step forward-backward check).
+        end = np.flatnonzero(valid[:, -1])
+        if sparse:
+            back_step = _SparseStep(frames[::-1], greys[::-1], fb_tolerance, tracker)
+        else:
+            back_step = _DenseStep(flows[1][::-1], flows[0][::-1], fb_tolerance)
+        back, back_obs = _follow(frames[::-1], greys[::-1], back_step, tracks[end, -1], strict, sparse, max_gap,
+                                 min_similarity, max_difference, False, tracker)
+        back, back_valid, back_obs = back[:, ::-1], _bridged(back_obs, max_gap)[:, ::-1], back_obs[:, ::-1]
+        # Where one pass only bridged a gap its position is a guess along the camera's motion: twice the
+        # tolerance; where both did, nothing to compare.
+        seen_by = back_obs.astype(int) + observed[end]
+        dist = np.linalg.norm(back - tracks[end], axis=-1)
+        agree = back_valid & ((seen_by == 0) | (dist <= round_trip * np.where(seen_by == 2, 1, 2)))
+        valid[end] &= agree
+        observed &= valid
+    return Tracks(tracks, valid, observed)
+
+
+def _follow(frames, greys, step, pts, strict, sparse, max_gap, min_similarity, max_difference, progress, tracker):
+    """The forward pass of :func:`track_points` -> (tracks ``[N, T, 2]``, observed ``[N, T]``)."""
+    T, H, W = frames.shape[:3]
+    pts = np.asarray(pts, np.float64).copy()
+    N = len(pts)
     tracks = np.zeros((N, T, 2))
     tracks[:, 0] = pts
     observed = np.zeros((N, T), bool)
@@ -329,8 +383,7 @@ def track_points(frames: np.ndarray, points: np.ndarray, tracker: str = DEFAULT_
             tpl[seen] = patches(greys[t + 1], pts[seen])
             if len(move):
                 anchor_t[move], anchor_pts[move], atpl[move] = t + 1, pts[move], tpl[move]
-    valid = _bridged(observed, max_gap if not strict else 0)
-    return Tracks(tracks, valid, observed)
+    return tracks, observed
 
 
 def shot_cuts(frames: np.ndarray, threshold: float = 0.3) -> list[int]:

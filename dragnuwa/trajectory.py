@@ -7,6 +7,11 @@ The same ``tracks_to_maps`` serves sampled tracks (stage 2) and user-drawn track
 
 Pixel convention: pixel (i, j) covers [j, j+1) x [i, i+1); a point (x, y) lies in pixel
 (floor(y), floor(x)); flow fields are sampled at pixel centres (x + 0.5, y + 0.5).
+
+Per clip, for data preparation (`dragnuwa prepare`): ``grid_tracks(frames, rng)`` takes ``uint8
+[T, H, W, 3]`` frames to candidate tracks: a ``tracking.Tracks`` with ``tracks [N, T, 2]`` and ``valid
+[N, T]`` (``.whole()``: valid in every frame); ``TrajectorySampler().candidates(frames, rng)`` returns
+just the whole ones ``[M, T, 2]``, and ``.choose(cands, rng)`` draws 1..N of them by motion.
 """
 
 from __future__ import annotations
@@ -184,12 +189,45 @@ def chain_tracks(flows: np.ndarray, points: np.ndarray, backward: np.ndarray | N
     return tracks, valid
 
 
+def grid_tracks(frames: np.ndarray, rng: np.random.Generator | None = None, tracker: str = "dis",
+                grid_interval: float | None = None, jitter: float = 0.5, flow: str = "dis",
+                consistency_flow: str | None = "dis_fast", fb_tolerance: float = 1.0, max_gap: int = 8,
+                flows: tuple[np.ndarray, np.ndarray] | None = None, progress: bool = False):
+    """Candidate tracks of a clip (paper Sec. 3.2, steps 1-3): ``uint8 [T, H, W, 3]`` frames -> a jittered
+    anchor grid (16 px at 256 px) tracked through the clip -> ``tracking.Tracks`` with ``tracks [N, T, 2]``,
+    ``valid [N, T]`` (seen, or in a bridged gap) and ``observed [N, T]``; ``.whole()`` marks the tracks
+    valid in every frame. ``tracker``: ``tracking.TRACKERS`` (``dis``, the default: the paper's chain
+    through dense DIS flow, made to survive real footage). ``rng`` None: no jitter.
+    """
+    from dragnuwa.tracking import Tracks, textured_points, track_points
+
+    if len(frames) < 2:
+        raise UserError(f"the Trajectory Sampler needs at least 2 frames, got {len(frames)}")
+    H, W = frames.shape[1:3]
+    step = grid_interval or max(2.0, PAPER_GRID * min(H, W) / PAPER_RES)
+    starts = anchor_grid(H, W, rng, step, jitter if rng is not None else 0.0)
+    textured = np.ones(len(starts), bool)
+    if tracker != "dis_strict":  # the paper's chain as it was, for comparison
+        # Each anchor moves to the most trackable pixel within a quarter cell (a flat patch has nothing
+        # to follow); those with no texture there get no track.
+        starts, textured = textured_points(frames[0], starts, step / 4)
+    full = Tracks(np.repeat(starts[:, None], len(frames), axis=1), np.zeros((len(starts), len(frames)), bool),
+                  np.zeros((len(starts), len(frames)), bool))
+    if textured.any():  # (a blank video: nothing to follow, no work)
+        res = track_points(frames, starts[textured], tracker, max_gap=max_gap, fb_tolerance=fb_tolerance, flow=flow,
+                           consistency_flow=consistency_flow, flows=flows, progress=progress)
+        full.tracks[textured], full.valid[textured], full.observed[textured] = res.tracks, res.valid, res.observed
+    return full
+
+
 @dataclass
 class TrajectorySampler:
     """The paper's Trajectory Sampler (Sec. 3.2): video -> 1..N training trajectories.
 
     dense optical flow -> jittered uniform anchor grid -> tracks chained through the flow with a
     forward-backward check -> tracks drawn with probability proportional to motion intensity.
+    On real footage a step that fails the check, or a point hidden for a while, starts a gap that is
+    bridged (``dragnuwa.tracking``) instead of ending the track; ``tracker`` picks the chaining.
     """
 
     max_tracks: int = 8
@@ -204,22 +242,23 @@ class TrajectorySampler:
     # The paper draws 1..max_tracks tracks (training sees few and many); a user extracting a
     # video's motion to reuse it wants them all, so the user-facing tools set this to max_tracks.
     min_tracks: int = 1
+    # How points are followed (dragnuwa.tracking.TRACKERS): the paper's dense chain by default;
+    # "dis_strict" is the chain as the paper's short clips allow (a track ends at its first failed step).
+    tracker: str = "dis"
+    max_gap: int = 8  # frames a point may go unseen (inconsistent, hidden) and keep its track
+
+    def track(self, frames: np.ndarray, rng: np.random.Generator, progress: bool = False,
+              flows: tuple[np.ndarray, np.ndarray] | None = None):
+        """Every grid point's track through ``uint8 [T, H, W, 3]`` frames (``tracking.Tracks``)."""
+        return grid_tracks(frames, rng, self.tracker, self.grid_interval, self.jitter, self.flow,
+                           self.consistency_flow, self.fb_tolerance, self.max_gap, flows, progress)
 
     def candidates(self, frames: np.ndarray, rng: np.random.Generator, progress: bool = False,
                    flows: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-        """All valid chained tracks ``[M, T, 2]`` of ``uint8 [T, H, W, 3]`` frames."""
-        from dragnuwa.flow import video_flow
-
-        if len(frames) < 2:
-            raise UserError(f"the Trajectory Sampler needs at least 2 frames, got {len(frames)}")
-        if flows is None:
-            flows = (video_flow(frames, self.flow, progress=progress),
-                     video_flow(frames[::-1], self.consistency_flow or self.flow)[::-1])
-        fwd, bwd = flows
-        H, W = frames.shape[1:3]
-        starts = anchor_grid(H, W, rng, self.grid_interval, self.jitter)
-        tracks, valid = chain_tracks(fwd, starts, bwd, self.fb_tolerance)
-        return tracks[valid]
+        """All tracks ``[M, T, 2]`` valid in every frame of ``uint8 [T, H, W, 3]`` frames."""
+        res = self.track(frames, rng, progress, flows)
+        self.tracked = res  # kept for what the command says when few tracks last the window
+        return res.tracks[res.whole()]
 
     def sample(self, frames: np.ndarray, rng: np.random.Generator, progress: bool = False) -> np.ndarray:
         """1..``max_tracks`` tracks ``[n, T, 2]``, preferring moving ones (motion-weighted)."""
@@ -231,41 +270,82 @@ class TrajectorySampler:
         pool = moving if len(moving) else cands
         if len(pool) == 0:
             raise UserError("no trackable points: every track left the frame or failed the consistency check "
-                            "(a low-texture video? `dragnuwa tracks --flow farneback` is smoother)")
+                            "(a blank or low-texture video? `--tracker dis --flow farneback` is smoother)")
         return sample_tracks(pool, self.max_tracks, rng, self.min_tracks)
 
 
+# What `generate --tracks VIDEO`, the app and `dragnuwa tracks` read by default: 56 frames, the most the
+# bundled model generates (pipeline.read_tracks reads 4 * cfg.frames).
+DEFAULT_WINDOW = 56
+# The tracker the user-facing tools use (benchmarks/bench_tracks_accuracy.py, docs/tracks.md).
+USER_TRACKER = "lk"
+
+
+def read_window(video: str | Path, start: int = 0, max_frames: int | None = DEFAULT_WINDOW,
+                size: tuple[int, int] | None = None) -> tuple[np.ndarray, float, int, int | None]:
+    """Frames ``start .. start + max_frames - 1`` of a video, up to its first shot cut (no point can be
+    tracked across one) -> (frames, fps, first frame index, the cut's frame index or None)."""
+    from dragnuwa import video as vio
+    from dragnuwa.tracking import shot_cuts
+
+    if start < 0:
+        raise UserError(f"--start must be 0 or more, got {start}")
+    frames, fps = vio.read_video(video, size=size, max_frames=None if max_frames is None else start + max_frames)
+    if start >= len(frames):
+        raise UserError(f"--start {start} is past the video's last frame ({len(frames) - 1}): {video}")
+    frames = frames[start:]
+    cuts = shot_cuts(frames)
+    cut = None
+    if cuts and cuts[0] >= 2:
+        frames, cut = frames[:cuts[0]], start + cuts[0]
+    return frames, fps, start, cut
+
+
 def sample_video_tracks(frames: np.ndarray, max_tracks: int = 8, seed: int = 0, max_side: int | None = 512,
-                        flow: str = "dis", progress: bool = False) -> tuple[np.ndarray, int]:
+                        flow: str = "dis", progress: bool = False, tracker: str = USER_TRACKER,
+                        start: int = 0) -> tuple[np.ndarray, int]:
     """The Trajectory Sampler on ``uint8 [T, H, W, 3]`` frames scaled so the longer side is at most
     ``max_side`` (flow costs by the pixel, and drags need no more; None or 0: as they are), tracks
-    scaled back -> (``[n, T, 2]`` in the frames' pixels, how many candidate tracks there were).
-    ``n`` is ``max_tracks`` (motion-weighted), or all candidates when there are fewer."""
+    scaled back -> (``[n, T, 2]`` in the frames' pixels, how many tracks last all T frames).
+    ``n`` is ``max_tracks`` (motion-weighted), or all candidates when there are fewer. When none lasts
+    the window, the ``UserError`` names the longest window one does last (``start``: the index of
+    the first frame in the video, for that message)."""
     H, W = frames.shape[1:3]
     s = min(1.0, max_side / max(H, W)) if max_side else 1.0
     w, h = max(1, round(W * s)), max(1, round(H * s))
     small = frames if (w, h) == (W, H) else np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
                                                       for f in frames])
-    sampler = TrajectorySampler(max_tracks=max_tracks, flow=flow, min_tracks=max_tracks)
+    sampler = TrajectorySampler(max_tracks=max_tracks, flow=flow, min_tracks=max_tracks, tracker=tracker)
     rng = np.random.default_rng(seed)
     cands = sampler.candidates(small, rng, progress=progress)
+    res = getattr(sampler, "tracked", None)
+    if len(cands) == 0 and res is not None:
+        first, length = res.longest_run()
+        if length >= 2:
+            raise UserError(f"no point keeps a track through all {len(frames)} frames ({start}-{start + len(frames) - 1}); "
+                            f"the longest track runs {length} frames from frame {start + first}: "
+                            f"try --start {start + first} --max-frames {length}")
     tracks = sampler.choose(cands, rng)  # same draws as sampler.sample(small, rng)
     return tracks * np.array([W / w, H / h]), len(cands)
 
 
 def run_tracks_command(video: str, out: str, max_tracks: int = 8, flow: str = "dis", viz: str | None = None,
-                       seed: int = 0, size: tuple[int, int] | None = None, max_frames: int | None = None,
-                       max_side: int | None = 512) -> Path:
+                       seed: int = 0, size: tuple[int, int] | None = None, max_frames: int | None = DEFAULT_WINDOW,
+                       max_side: int | None = 512, start: int = 0, tracker: str = USER_TRACKER) -> Path:
     """`dragnuwa tracks`: the Trajectory Sampler on a video -> tracks JSON (+ optional overlay video, .mp4 or .gif).
+    The window is frames ``start .. start + max_frames - 1`` (None: to the end), cut short at a shot cut.
     ``size`` fits the frames to W x H first; ``max_side`` bounds the size flow runs at (the JSON keeps
     the frames' size)."""
     from dragnuwa import video as vio
     from dragnuwa.errors import check_output
     from dragnuwa.flow import get_flow
+    from dragnuwa.tracking import TRACKERS
     from dragnuwa.tracks_io import TrackSet, save_tracks
     from dragnuwa.viz import draw_tracks
 
     get_flow(flow)  # unknown backend: fail before decoding
+    if tracker not in TRACKERS:
+        raise UserError(f"unknown tracker {tracker!r}; available: {', '.join(TRACKERS)}")
     if Path(out).suffix.lower() != ".json":  # e.g. a video name given to --out by mistake
         raise UserError(f"--out is the tracks JSON to write and must end in .json, got {out}")
     check_output(out, what="--out")
@@ -274,12 +354,17 @@ def run_tracks_command(video: str, out: str, max_tracks: int = 8, flow: str = "d
     from dragnuwa.paths import check_run_paths
 
     check_run_paths({"VIDEO": video}, {"--out": out, "--viz": viz})
-    frames, fps = vio.read_video(video, size=size, max_frames=max_frames)
-    tracks, found = sample_video_tracks(frames, max_tracks, seed, max_side, flow, progress=True)
+    frames, fps, first, cut = read_window(video, start, max_frames, size)
+    last = first + len(frames) - 1
+    if cut is not None:
+        print(f"frames {first}-{last}: a new shot starts at frame {cut} (no point can be tracked across a cut); "
+              f"--start {cut} tracks the next one", file=sys.stderr)
+    tracks, found = sample_video_tracks(frames, max_tracks, seed, max_side, flow, progress=True, tracker=tracker,
+                                        start=first)
     if found < max_tracks:
-        # Few survivors usually means flat regions where the forward-backward check rejects the flow.
-        print(f"only {found} trackable points for {max_tracks} tracks; on low-texture video "
-              "`--flow farneback` keeps more", file=sys.stderr)
+        print(f"only {found} trackable points for {max_tracks} tracks: {found} grid points keep a track through "
+              f"all {len(frames)} frames ({first}-{last}); a shorter --max-frames keeps more (points leave the "
+              "frame or stay hidden), and on low-texture video `--tracker dis --flow farneback` does", file=sys.stderr)
     H, W = frames.shape[1:3]
     save_tracks(out, TrackSet.from_array(tracks, W, H))
     if viz:
@@ -288,15 +373,15 @@ def run_tracks_command(video: str, out: str, max_tracks: int = 8, flow: str = "d
 
 
 def tracks_from_video(video: str | Path, max_tracks: int = 8, seed: int = 0, max_side: int = 512,
-                      max_frames: int | None = None, flow: str = "dis"):
+                      max_frames: int | None = DEFAULT_WINDOW, flow: str = "dis", tracker: str = USER_TRACKER):
     """A video's first frame as read (``uint8 [H, W, 3]``) and the Trajectory Sampler's tracks over it
     (a ``TrackSet`` in that frame's pixels): a video's own motion, to animate its first frame or another
-    image with. Flow runs on frames scaled so the longer side is at most ``max_side`` (it costs by the
-    pixel, and drags need no more), and the tracks are scaled back."""
-    from dragnuwa import video as vio
+    image with, read off its first ``max_frames`` frames (None: the default 56) or up to its first shot
+    cut. Flow runs on frames scaled so the longer side is at most ``max_side`` (it costs by the pixel,
+    and drags need no more), and the tracks are scaled back."""
     from dragnuwa.tracks_io import TrackSet
 
-    frames, _ = vio.read_video(video, max_frames=max_frames)
-    tracks, _ = sample_video_tracks(frames, max_tracks, seed, max_side, flow)
+    frames, _, _, _ = read_window(video, 0, max_frames or DEFAULT_WINDOW)
+    tracks, _ = sample_video_tracks(frames, max_tracks, seed, max_side, flow, tracker=tracker)
     H, W = frames.shape[1:3]
     return frames[0], TrackSet.from_array(tracks, W, H, sampled=True)
