@@ -57,7 +57,7 @@ class SVDBackend(Backend):
     """A loaded ``DragNUWASVDPipeline``; ``SVDBackend.load(model, svd=..., ...)`` builds one."""
 
     name = "svd"
-    conditions = frozenset({"image", "traj"})  # no text yet (issue #28); the image cannot be dropped
+    conditions = frozenset({"traj"})  # reads the image but cannot drop it; no text yet (issue #28)
     supports = frozenset()
     fps = DEFAULT_FPS
     frames, max_frames, steps, guidance = DEFAULT_FRAMES, MAX_FRAMES, DEFAULT_STEPS, DEFAULT_GUIDANCE
