@@ -83,6 +83,7 @@ def cmd_tracks(args: argparse.Namespace) -> None:
     trajectory.run_tracks_command(
         video=args.video, out=args.out, max_tracks=args.max_tracks, flow=args.flow,
         viz=args.viz, seed=args.seed, size=args.size, max_frames=args.max_frames, max_side=args.max_side,
+        start=args.start, tracker=args.tracker,
     )
     print(args.out)
 
@@ -252,11 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-tracks", type=_positive_int, default=8,
                    help="tracks to draw, preferring moving points (fewer only when fewer can be tracked; "
                         "default: %(default)s)")
-    s.add_argument("--flow", default="dis", help="optical-flow backend (default: %(default)s)")
+    s.add_argument("--tracker", default="lk", choices=["lk", "dis", "dis_strict", "rlof"],
+                   help="how points are followed: lk (sparse Lucas-Kanade), dis (the paper's chain through dense "
+                        "flow), dis_strict (ends a track at its first failed step), rlof (needs opencv-contrib); "
+                        "each but dis_strict bridges a point briefly lost or hidden (docs/tracks.md; "
+                        "default: %(default)s)")
+    s.add_argument("--flow", default="dis", help="optical-flow backend of the dis trackers (default: %(default)s)")
     s.add_argument("--viz", default=None, help="also write an overlay video with the tracks drawn (.mp4 or .gif)")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--size", type=_size, default=None, help="resize/crop frames to SIZE or WxH first")
-    s.add_argument("--max-frames", type=_positive_int, default=None)
+    s.add_argument("--start", type=_non_negative_int, default=0, metavar="FRAME",
+                   help="first frame of the window to track (0-based; default: %(default)s)")
+    s.add_argument("--max-frames", type=_positive_int, default=56, metavar="N",
+                   help="frames to track from --start: every track spans them all; the window also ends at a "
+                        "shot cut (default: %(default)s, the most the bundled model generates, as "
+                        "`generate --tracks VIDEO` reads)")
     s.add_argument("--max-side", type=_non_negative_int, default=512, metavar="PX",
                    help="run optical flow on frames scaled down to at most PX a side (faster; the JSON keeps "
                         "the video's size); 0 = full resolution (default: %(default)s)")
