@@ -87,7 +87,9 @@ class Backend(ABC):
     fps: float
     steps: int  # default sampler steps
     guidance: float  # default guidance scale (the text's, or the only one)
-    conditions: frozenset[str] = frozenset(CONDITIONS)  # what it reads (and so what can be dropped)
+    # the conditions it can replace by the null condition (``drop``, the evaluation's ablations);
+    # without "text" it reads no prompt (``ignored``)
+    conditions: frozenset[str] = frozenset(CONDITIONS)
     supports: frozenset[str] = frozenset()  # which of ``OPTIONS`` it takes
     defaults: dict = {}  # an option's value when not given
     track_decoder: bool = False  # the decoder reads the tracks (for the evaluation's report)
