@@ -394,6 +394,8 @@ def train(cfg: SVDTrainConfig, resume: bool = False, parts: Parts | None = None,
     ema = ParamEMA(trained, cfg.ema_decay)
     step = load_checkpoint(ckpt, trained, ema, optimizer, scheduler) if resume else 0
     objective, optimizer = accelerator.prepare(Objective(parts.unet, parts.text_projection), optimizer)
+    if main and not cfg.text and (Path(cfg.init) / "text_adapter").is_dir():
+        print(f"note: {cfg.init} has a text adapter; text is off in this config, so this run drops it")
     if main:
         n_train = sum(p.numel() for p in params)
         n_all = sum(p.numel() for p in parts.unet.parameters()) + sum(p.numel() for p in parts.vae.parameters())
