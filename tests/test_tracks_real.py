@@ -52,8 +52,8 @@ def _with_object(frames: np.ndarray, centre0, velocity, radius: float) -> tuple[
     return np.clip(out + 0.5, 0, 255).astype(np.uint8), masks
 
 
-@pytest.mark.parametrize("tracker, min_kept", [("lk", 0.45), ("dis", 0.15)])
-def test_background_passed_over_by_an_object_keeps_its_tracks(tracker, min_kept):
+@pytest.mark.parametrize("tracker, min_kept, p99", [("lk", 0.45, 2.0), ("dis", 0.45, 4.0)])
+def test_background_passed_over_by_an_object_keeps_its_tracks(tracker, min_kept, p99):
     """A disc crosses the middle of a slowly panning photo: the background points it covers for a few
     frames keep their tracks (bridged), and no track follows the disc away from its own point."""
     T, S = 24, 128
@@ -72,18 +72,19 @@ def test_background_passed_over_by_an_object_keeps_its_tracks(tracker, min_kept)
 
     err = np.linalg.norm(res.tracks - truth, axis=-1)
     kept = res.whole() & passed_over
-    # Covered points come back (here lk keeps 22 of 41, dis 8); the strict chain keeps none of them.
+    # Covered points come back; the strict chain keeps none of them.
     assert kept.sum() >= min_kept * passed_over.sum(), (kept.sum(), passed_over.sum())
     strict = track_points(frames, starts, "dis_strict").whole() & passed_over
     assert strict.sum() <= 0.1 * passed_over.sum()
     # No background track the command would use follows the disc: the disc moves 7 px/frame more than
     # the background, so one that rode it for the 3+ frames it covers a point would be 20 px off. The
-    # frame where the disc's edge arrives can lag by a few px (lk 5.1, dis 7.8 here); 99% are within 2 px.
+    # frame where the disc's edge arrives can lag by a few px (lk 5.1, dis 7.8 here); 99% are within 2 px
+    # (lk; the dense chain drifts more: 4 px).
     whole = res.whole() & background
     assert whole.sum() >= 30
-    assert err[whole].max() < 10.0 and np.percentile(err[whole], 99) < 2.0, (err[whole].max(),
-                                                                            np.percentile(err[whole], 99))
-    assert np.median(err[kept][:, -1]) < 1.0
+    assert err[whole].max() < 10.0 and np.percentile(err[whole], 99) < p99, (err[whole].max(),
+                                                                             np.percentile(err[whole], 99))
+    assert np.median(err[kept][:, -1]) < p99 / 2  # lk 0.07 px here, dis 1.0
 
 
 def test_pan_of_20_px_per_frame_is_tracked_within_a_pixel(tmp_path):
