@@ -124,7 +124,12 @@ def main() -> None:
     print(f"load average at start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f} on {os.cpu_count()} cores")
     root = Path(tempfile.mkdtemp(prefix="bench_prepare_"))
     try:
-        videos = make_corpus(root, args.videos)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # in a child, so this process's peak memory is the single-process prepare's alone
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            videos = pool.submit(make_corpus, root, args.videos).result()
         cfg = PrepareConfig(frames=args.frames, stride=args.stride, size=(args.size, args.size), videos_per_shard=1)
         warm = root / "warm"
         (warm / "v").mkdir(parents=True)

@@ -181,8 +181,10 @@ def test_bad_source_and_flags_are_one_line_errors(prepared, tmp_path):
     root, videos, out, _, _ = prepared
     with pytest.raises(UserError, match="SOURCE not found"):
         run_prepare(tmp_path / "nowhere", tmp_path / "o", _cfg(), workers=0)
-    with pytest.raises(UserError, match="folder of its own"):
+    with pytest.raises(UserError, match="same file as SOURCE"):
         run_prepare(videos, videos, _cfg(), workers=0)
+    with pytest.raises(UserError, match="is an existing file"):
+        run_prepare(videos, root / "captions.csv", _cfg(), workers=0, captions=root / "captions.csv")
     with pytest.raises(UserError, match="other settings"):
         run_prepare(videos, out, _cfg(stride=2), workers=0, captions=root / "captions.csv")
     (tmp_path / "bare").mkdir()

@@ -325,13 +325,15 @@ def _settings(cfg: PrepareConfig, source: Path, n_videos: int) -> dict:
     return d
 
 
-def _check_out(source: Path, out: Path) -> None:
-    """--out must be a new or earlier prepare folder, not SOURCE or a folder above it."""
+def _check_out(source: Path, out: Path, captions: str | Path | None) -> None:
+    """--out must be a folder of its own: not SOURCE, its table or captions (``paths.check_run_paths``),
+    nor the folder of videos itself."""
+    from dragnuwa.paths import check_run_paths
+
     check_output(out, folder=True, what="--out")
-    src, dst = source.resolve(), out.resolve()
-    src_dir = src.parent if src.is_file() else src
-    if dst == src_dir or dst in src_dir.parents:
-        raise UserError(f"--out {out} would write the shards into SOURCE's folder {src_dir}: choose a folder of its own")
+    check_run_paths({"SOURCE": source, "--captions": captions}, {"--out": out})
+    if source.is_dir() and out.resolve() == source.resolve():
+        raise UserError(f"--out {out} is the SOURCE folder: choose a folder of its own for the shards")
 
 
 def write_manifest(out: Path, settings: dict, records: list[dict], complete: bool) -> dict:
@@ -358,7 +360,7 @@ def plan(source: str | Path, out: str | Path, cfg: PrepareConfig, **listing) -> 
     cfg.check()
     source, out = Path(source), Path(out)
     entries = list_videos(source, **listing)
-    _check_out(source, out)
+    _check_out(source, out, listing.get("captions"))
     settings = _settings(cfg, source, len(entries))
     if (out / MANIFEST).is_file():
         old = json.loads((out / MANIFEST).read_text()).get("settings", {})
