@@ -58,7 +58,7 @@ def one_setting(setting: str, device: str, tiny: bool, steps: int, lora_rank: in
     import torch
 
     from dragnuwa.svd.lora import add_lora
-    from dragnuwa.svd.training import Objective, flow_parameter_names
+    from dragnuwa.svd.training import Objective, enable_checkpointing, flow_parameter_names
 
     torch.manual_seed(0)
     bf16 = setting.startswith("bf16")
@@ -88,7 +88,7 @@ def one_setting(setting: str, device: str, tiny: bool, steps: int, lora_rank: in
         p.data = p.data.to(device=device, dtype=torch.float32)
         p.requires_grad_(True)
     if setting.endswith("ckpt"):
-        unet.enable_gradient_checkpointing()
+        enable_checkpointing(unet)  # the training loop's: diffusers' plus the temporal transformer blocks
     unet.train()
     objective = Objective(unet)
     optimizer = torch.optim.AdamW(trained, lr=1e-5)

@@ -146,6 +146,23 @@ def test_a_named_clip_text_encoder_gives_masked_tokens(tmp_path):
         text_encoder(str(tmp_path / "missing"))
 
 
+def test_checkpointing_every_block_gives_the_same_gradients():
+    from dragnuwa.svd.training import enable_checkpointing
+
+    g = torch.Generator().manual_seed(0)
+    sample, flow = torch.randn(1, 4, 8, 8, 8, generator=g), torch.randn(1, 4, 2, 64, 64, generator=g)
+    args = (torch.tensor([0.1]), torch.randn(1, 1, 32, generator=g), torch.tensor([[4.0, 4.0, 0.02]]))
+    grads = []
+    for ckpt in (False, True):
+        unet = testing.tiny_unet(num_frames=4).train()
+        if ckpt:
+            assert enable_checkpointing(unet) == 6  # the tiny UNet has 2 + 1 + 3 temporal transformer blocks
+        unet(sample, *args, flow=flow).sample.square().mean().backward()
+        grads.append({k: p.grad for k, p in unet.named_parameters()})
+    assert all(torch.allclose(grads[0][k], grads[1][k], atol=1e-6, rtol=1e-5) for k in grads[0])
+    assert grads[0]["flow_encoder.stages.0.0.weight"].abs().max() > 0  # the flow branch gets gradients too
+
+
 def test_guidance_has_separate_image_text_and_trajectory_scales():
     from dragnuwa.svd.text import combine_guidance
 

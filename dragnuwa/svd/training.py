@@ -131,6 +131,30 @@ def prepare_trainable(parts: Parts, cfg: SVDTrainConfig, text_dim: int | None) -
     return trained
 
 
+def enable_checkpointing(unet) -> int:
+    """Gradient checkpointing over the whole UNet: diffusers' (ResBlocks and spatial transformer
+    blocks) plus every temporal transformer block, which diffusers leaves out and whose activations
+    (a feed-forward over 14 frames at every position) dominate a video step's memory. The blocks keep
+    their names, so the state dict is unchanged. Returns the temporal blocks wrapped."""
+    from diffusers.models.attention import TemporalBasicTransformerBlock
+    from torch.utils.checkpoint import checkpoint
+
+    unet.enable_gradient_checkpointing()
+    n = 0
+    for module in unet.modules():
+        if isinstance(module, TemporalBasicTransformerBlock) and not hasattr(module, "_plain_forward"):
+            module._plain_forward = module.forward
+
+            def forward(*args, _inner=module._plain_forward, **kwargs):
+                if torch.is_grad_enabled():
+                    return checkpoint(_inner, *args, use_reentrant=False, **kwargs)
+                return _inner(*args, **kwargs)
+
+            module.forward = forward
+            n += 1
+    return n
+
+
 class ParamEMA:
     """Exponential moving average of the trained parameters only (the frozen ones never change)."""
 
@@ -385,7 +409,7 @@ def train(cfg: SVDTrainConfig, resume: bool = False, parts: Parts | None = None,
     if parts.text_projection is not None:
         parts.text_projection.to(dev)
     if cfg.gradient_checkpointing:
-        parts.unet.enable_gradient_checkpointing()
+        enable_checkpointing(parts.unet)
     parts.unet.train()
 
     params = list(trained.values())
