@@ -208,9 +208,9 @@ def grid_tracks(frames: np.ndarray, rng: np.random.Generator | None = None, trac
     starts = anchor_grid(H, W, rng, step, jitter if rng is not None else 0.0)
     textured = np.ones(len(starts), bool)
     if tracker != "dis_strict":  # the paper's chain as it was, for comparison
-        # Each anchor moves to the most trackable pixel within a quarter cell (a flat patch has nothing
-        # to follow); those with no texture there get no track.
-        starts, textured = textured_points(frames[0], starts, step / 4)
+        # Each anchor moves to the most trackable pixel of its cell (a flat patch has nothing to follow;
+        # one point per cell keeps the grid uniform); those with no texture there get no track.
+        starts, textured = textured_points(frames[0], starts, step / 2)
     full = Tracks(np.repeat(starts[:, None], len(frames), axis=1), np.zeros((len(starts), len(frames)), bool),
                   np.zeros((len(starts), len(frames)), bool))
     if textured.any():  # (a blank video: nothing to follow, no work)
