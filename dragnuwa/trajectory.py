@@ -303,13 +303,14 @@ def read_window(video: str | Path, start: int = 0, max_frames: int | None = DEFA
 
 def sample_video_tracks(frames: np.ndarray, max_tracks: int = 8, seed: int = 0, max_side: int | None = 512,
                         flow: str = "dis", progress: bool = False, tracker: str = USER_TRACKER,
-                        start: int = 0) -> tuple[np.ndarray, int]:
+                        start: int = 0, notes: list[str] | None = None) -> tuple[np.ndarray, int]:
     """The Trajectory Sampler on ``uint8 [T, H, W, 3]`` frames scaled so the longer side is at most
     ``max_side`` (flow costs by the pixel, and drags need no more; None or 0: as they are), tracks
     scaled back -> (``[n, T, 2]`` in the frames' pixels, how many tracks last all T frames).
     ``n`` is ``max_tracks`` (motion-weighted), or all candidates when there are fewer. When none lasts
     the window, the ``UserError`` names the longest window one does last (``start``: the index of
-    the first frame in the video, for that message)."""
+    the first frame in the video, for that message). ``notes``, given, gets a line when every track
+    through the window is (nearly) still but a moving one lasts a shorter window."""
     H, W = frames.shape[1:3]
     s = min(1.0, max_side / max(H, W)) if max_side else 1.0
     w, h = max(1, round(W * s)), max(1, round(H * s))
@@ -326,7 +327,33 @@ def sample_video_tracks(frames: np.ndarray, max_tracks: int = 8, seed: int = 0, 
                             f"the longest track runs {length} frames from frame {start + first}: "
                             f"try --start {start + first} --max-frames {length}")
     tracks = sampler.choose(cands, rng)  # same draws as sampler.sample(small, rng)
+    if notes is not None and res is not None:
+        note = _moving_note(res, start, 1.0 / s)
+        if note:
+            notes.append(note)
     return tracks * np.array([W / w, H / h]), len(cands)
+
+
+def _moving_note(res, start: int, scale: float, speed: float = 1.0) -> str | None:
+    """When no track through the whole window moves ``speed`` px/frame (in the video's pixels) on average
+    but some track does over a shorter run (its points leave the frame or get hidden: a passing car),
+    the line that says so and how to keep it."""
+    T = res.valid.shape[1]
+    whole = res.whole()
+    per_step = np.linalg.norm(np.diff(res.tracks, axis=1), axis=-1) * scale  # [N, T-1]
+    if whole.any() and (per_step[whole].mean(axis=1) >= speed).any():
+        return None
+    best = (0, 0)
+    for n in np.flatnonzero(res.valid.any(1)):
+        padded = np.concatenate([[False], res.valid[n], [False]]).astype(np.int8)
+        edges = np.flatnonzero(np.diff(padded))
+        for a, e in zip(edges[::2], edges[1::2]):
+            if e - a >= 2 and e - a > best[1] and per_step[n, a:e - 1].mean() >= speed:
+                best = (int(a), int(e - a))
+    if best[1] == 0:
+        return None
+    return (f"every track through all {T} frames is nearly still; the longest moving one runs {best[1]} frames "
+            f"from frame {start + best[0]}: --start {start + best[0]} --max-frames {best[1]} keeps it")
 
 
 def run_tracks_command(video: str, out: str, max_tracks: int = 8, flow: str = "dis", viz: str | None = None,
@@ -359,8 +386,11 @@ def run_tracks_command(video: str, out: str, max_tracks: int = 8, flow: str = "d
     if cut is not None:
         print(f"frames {first}-{last}: a new shot starts at frame {cut} (no point can be tracked across a cut); "
               f"--start {cut} tracks the next one", file=sys.stderr)
+    notes: list[str] = []
     tracks, found = sample_video_tracks(frames, max_tracks, seed, max_side, flow, progress=True, tracker=tracker,
-                                        start=first)
+                                        start=first, notes=notes)
+    for note in notes:
+        print(note, file=sys.stderr)
     if found < max_tracks:
         print(f"only {found} trackable points for {max_tracks} tracks: {found} grid points keep a track through "
               f"all {len(frames)} frames ({first}-{last}); a shorter --max-frames keeps more (points leave the "
