@@ -136,9 +136,10 @@ def test_samples_decode_to_the_clip_and_carry_the_samplers_tracks(prepared, tmp_
     from dragnuwa.trajectory import TrajectorySampler
     from dragnuwa.video import read_video
 
-    root, videos, out, _, _ = prepared
+    root, videos, out, manifest, _ = prepared
     samples = {s["meta"]["source"]: s for s in read_shards(out / "*.tar")}
     assert len(samples) == SYNTH + len(REAL)
+    assert manifest["clips_without_tracks"] == sum(len(s["tracks"]) == 0 for s in samples.values())
     for name in ("bigbuckbunny.mp4", "synth_03.mp4"):
         s = samples[name]
         src, _ = read_video(videos / name, size=(SIZE, SIZE), max_frames=FRAMES)

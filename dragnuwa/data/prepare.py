@@ -294,7 +294,7 @@ def prepare_shard(shard: int, entries: list[VideoEntry], cfg: PrepareConfig, out
     out = Path(out)
     wall0 = time.perf_counter()
     seconds = dict.fromkeys(STAGES, 0.0)
-    samples, failures, cut_clips = [], [], 0
+    samples, failures, cut_clips, trackless = [], [], 0, 0
     for entry in entries:
         try:
             if entry.caption is None:
@@ -307,6 +307,8 @@ def prepare_shard(shard: int, entries: list[VideoEntry], cfg: PrepareConfig, out
                     cut_clips += 1
                     continue
                 samples.append(clip_sample(entry, c, start, frames, fps, cfg, seconds))
+                # kept (stage 1 can use it), but stage 2 will see no trajectory in it: counted
+                trackless += json.loads(samples[-1]["json"])["tracks"] == 0
         except Exception as e:  # noqa: BLE001 - any failure of one video is recorded, never fatal
             msg = str(e).splitlines()[0] if str(e) else e.__class__.__name__
             failures.append({"video": entry.name, "reason": msg if isinstance(e, UserError)
@@ -317,7 +319,7 @@ def prepare_shard(shard: int, entries: list[VideoEntry], cfg: PrepareConfig, out
     seconds["write"] += _clock() - t0
     record = {"shard": name if n else None, "index": shard, "videos": len(entries), "clips": n, "bytes": size,
               "wall_seconds": time.perf_counter() - wall0,
-              "scene_cut_clips": cut_clips, "failures": failures, "seconds": seconds, "pid": os.getpid(),
+              "scene_cut_clips": cut_clips, "clips_without_tracks": trackless, "failures": failures, "seconds": seconds, "pid": os.getpid(),
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     atomic_write_text(_record_path(out, shard), json.dumps(record) + "\n")
     return record
@@ -353,6 +355,7 @@ def write_manifest(out: Path, settings: dict, records: list[dict], complete: boo
         "videos": sum(r["videos"] for r in records), "shards_done": len(records),
         "failed_videos": sum(len(r["failures"]) for r in records),
         "scene_cut_clips": sum(r["scene_cut_clips"] for r in records),
+        "clips_without_tracks": sum(r.get("clips_without_tracks", 0) for r in records),
         "seconds": {k: round(sum(r["seconds"][k] for r in records), 3) for k in STAGES},
         "peak_rss_mb": round(max((r["peak_rss_mb"] for r in records), default=0.0), 1),
         "shards": {r["shard"]: {"clips": r["clips"], "bytes": r["bytes"]}
@@ -486,6 +489,7 @@ def summary(manifest: dict) -> str:
     lines = [f"{manifest['clips']} clips from {manifest['videos'] - manifest['failed_videos']} of "
              f"{manifest['videos']} videos in {len(manifest['shards'])} shards "
              f"({manifest['bytes'] / 1e6:.1f} MB); {manifest['scene_cut_clips']} clips skipped at a scene cut; "
+             f"{manifest['clips_without_tracks']} clips with no track; "
              f"{manifest['failed_videos']} videos failed"]
     lines += [f"  failed: {f['video']}: {f['reason']}" for f in manifest["failures"][:20]]
     if len(manifest["failures"]) > 20:
