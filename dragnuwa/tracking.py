@@ -210,7 +210,8 @@ class _SparseStep:
             crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01)
             q, st, _ = cv2.calcOpticalFlowPyrLK(self.greys[a], self.greys[b], p, None, winSize=(LK_WIN, LK_WIN),
                                                 maxLevel=LK_LEVELS, criteria=crit)
-        return q.reshape(-1, 2).astype(np.float64) + 0.5, st.reshape(-1).astype(bool)
+        ok = np.nan_to_num(np.asarray(st, np.float64).reshape(-1)) > 0  # RLOF's status can hold NaN
+        return q.reshape(-1, 2).astype(np.float64) + 0.5, ok
 
     def refine(self, anchor_t: np.ndarray, anchor_pts: np.ndarray, t: int, guess: np.ndarray) -> np.ndarray:
         """Chained positions at frame ``t`` refined by LK straight from each point's anchor frame (where its
