@@ -179,7 +179,8 @@ def scene_groups(frames: int, size: int):
         ("real texture, camera up to 20 px/frame",
          [hard_scene(_texture(p), frames, size, peak=20, period=16, seed=30 + i) for i, p in enumerate(photos)]),
         ("real texture, camera up to 10 px/frame, 3 shapes crossing",
-         [hard_scene(_texture(p), frames, size, peak=10, period=24, occluders=3, seed=40 + i) for i, p in enumerate(photos)]),
+         [hard_scene(_texture(p), frames, size, peak=10, period=24, occluders=3, seed=40 + i)
+          for i, p in enumerate(photos)]),
         ("real texture, camera up to 5 px/frame, CRF 35",
          [hard_scene(_texture(p), frames, size, peak=5, period=48, crf=35, seed=50 + i) for i, p in enumerate(photos)]),
     ]

@@ -262,9 +262,7 @@ def track_points(frames: np.ndarray, points: np.ndarray, tracker: str = DEFAULT_
     """
     if tracker not in TRACKERS:
         raise UserError(f"unknown tracker {tracker!r}; available: {', '.join(TRACKERS)}")
-    T, H, W = frames.shape[:3]
     pts = np.asarray(points, np.float64).reshape(-1, 2).copy()
-    N = len(pts)
     strict = tracker == "dis_strict"
     sparse = tracker in ("lk", "rlof")
     if not sparse:

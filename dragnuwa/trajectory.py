@@ -323,7 +323,8 @@ def sample_video_tracks(frames: np.ndarray, max_tracks: int = 8, seed: int = 0, 
     if len(cands) == 0 and res is not None:
         first, length = res.longest_run()
         if length >= 2:
-            raise UserError(f"no point keeps a track through all {len(frames)} frames ({start}-{start + len(frames) - 1}); "
+            last = start + len(frames) - 1
+            raise UserError(f"no point keeps a track through all {len(frames)} frames ({start}-{last}); "
                             f"the longest track runs {length} frames from frame {start + first}: "
                             f"try --start {start + first} --max-frames {length}")
     tracks = sampler.choose(cands, rng)  # same draws as sampler.sample(small, rng)
