@@ -379,7 +379,8 @@ def build_app(model="bundled", svd=None, model_options: dict | None = None):
                 canvas = gr.Image(value=_render(first), label="Click to draw tracks", type="numpy",
                                   interactive=False, elem_id="canvas")
                 status = gr.Markdown(_summary(first))
-                fit = gr.Radio(list(FITS), value="crop", label=f"Fit to the model's {backend.width}x{backend.height} frame",
+                fit = gr.Radio(list(FITS), value="crop",
+                               label=f"Fit to the model's {backend.width}x{backend.height} frame",
                                info="crop: the unshaded centre; pad: the whole image, with black bars; "
                                     "stretch: the whole image, squeezed")
                 with gr.Row():

@@ -41,14 +41,21 @@ def check_size(size) -> tuple[int, int]:
 def _quiet_loading():
     """No per-file "Loading weights" bars or library notices while the parts load: a command's
     stderr keeps its one line for errors and its warnings."""
+    import logging
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    logging.disable(logging.WARNING)  # optional kernels' and hub notices (a failure is an exception)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
     finally:
+        logging.disable(logging.NOTSET)
         hf_logging.set_verbosity(level)
         hf_logging.enable_progress_bar()
 
