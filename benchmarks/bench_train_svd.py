@@ -53,7 +53,7 @@ def _materialise(model, dtype, device):
     return model
 
 
-def one_setting(setting: str, device: str, tiny: bool, steps: int, lora_rank: int) -> dict:
+def one_setting(setting: str, device: str, tiny: bool, steps: int, lora_rank: int, size=(576, 320)) -> dict:
     """Build, then time ``steps`` training steps after one warm-up step (CPU: the one step only)."""
     import torch
 
@@ -77,7 +77,7 @@ def one_setting(setting: str, device: str, tiny: bool, steps: int, lora_rank: in
         with init_empty_weights():
             unet = DragNUWASVDUNet.from_official_config()
         unet = _materialise(unet, dtype, device)
-        width, height, frames, ctx = 576, 320, 14, 1024
+        (width, height), frames, ctx = size, 14, 1024
     n_all = sum(p.numel() for p in unet.parameters())
     unet.requires_grad_(False)
     if lora_rank:
@@ -152,7 +152,7 @@ def run_settings(args) -> None:
     rows = []
     for s in settings:
         cmd = [sys.executable, __file__, "--_one", s, "--device", device, "--steps", str(args.steps),
-               "--lora-rank", str(args.lora_rank)] + (["--tiny"] if args.tiny else [])
+               "--lora-rank", str(args.lora_rank), "--size", f"{args.size[0]}x{args.size[1]}"] + (["--tiny"] if args.tiny else [])
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         peak_seen, killed = 0.0, False
         while proc.poll() is None:
@@ -171,7 +171,7 @@ def run_settings(args) -> None:
             rows.append(json.loads(out.strip().splitlines()[-1]))
     name = (torch.cuda.get_device_name() if args.gpu else
             f"CPU, {os.cpu_count()} cores ({torch.get_num_threads()} torch threads)")
-    size = "128x64x4 (tiny UNet)" if args.tiny else "576x320x14"
+    size = "128x64x4 (tiny UNet)" if args.tiny else f"{args.size[0]}x{args.size[1]}x14"
     print(f"\nOne training step on {name}: DragNUWA 1.5 UNet, batch 1, {size}, LoRA rank {args.lora_rank} "
           f"+ flow encoder + modulation trained, AdamW, random weights")
     print(f"{'setting':10} {'params':>8} {'trained':>8} {'build s':>8} {'s / step':>9} {'peak GB':>8}  loss")
@@ -191,12 +191,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps on a GPU (after one warm-up)")
     ap.add_argument("--lora-rank", type=int, default=32)
     ap.add_argument("--tiny", action="store_true", help="the tiny UNet (smoke test of this script)")
+    ap.add_argument("--size", type=lambda t: tuple(int(v) for v in t.split("x")), default=(576, 320),
+                    metavar="WxH", help="frame size, multiples of 64 (default 576x320)")
     ap.add_argument("--max-rss-gb", type=float, default=18.0, help="CPU watchdog (default: %(default)s)")
     ap.add_argument("--_one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._one:
-        print(json.dumps(one_setting(args._one, args.device, args.tiny, args.steps, args.lora_rank)))
+        print(json.dumps(one_setting(args._one, args.device, args.tiny, args.steps, args.lora_rank, args.size)))
         return
     run_settings(args)
 
