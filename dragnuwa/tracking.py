@@ -326,7 +326,9 @@ def _follow(frames, greys, step, pts, strict, sparse, max_gap, min_similarity, m
     anchor_t, anchor_pts = np.zeros(N, int), pts.copy()
     atpl = None if tpl is None else tpl.copy()
     steps = range(T - 1)
-    for t in (tqdm(steps, desc=f"tracking ({tracker})", unit="frame", leave=False) if progress else steps):
+    # disable=None: no bar when stderr is not a terminal, so an error stays the only line there.
+    for t in (tqdm(steps, desc=f"tracking ({tracker})", unit="frame", leave=False, disable=None)
+              if progress else steps):
         a = np.flatnonzero(alive & seen)
         nxt, ok = step(t, pts[a])
         ok &= _inside(nxt, W, H)
