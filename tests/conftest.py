@@ -33,3 +33,16 @@ def sliding_video(tmp_path):
     texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (140, 220, 3)).astype(np.uint8), (0, 0), 2)
     frames = np.stack([texture[20 - t:116 - t, 30 - 3 * t:190 - 3 * t] for t in range(SLIDE_FRAMES)])
     return write_video(tmp_path / "slide.mp4", frames)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """accelerate keeps one AcceleratorState per process and refuses an Accelerator with another
+    mixed precision after it: each test's training run starts from none, as a real process does."""
+    yield
+    import sys
+
+    if "accelerate.state" in sys.modules:
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
