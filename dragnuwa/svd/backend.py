@@ -3,8 +3,10 @@
 It wraps ``DragNUWASVDPipeline`` (``dragnuwa.svd.pipeline``). The front door fits the image to the
 backend's size (576x320 by default, any multiple of 64 with ``size``) and maps the tracks the same way;
 the clicks go to the official trajectory recipe unresampled (``dragnuwa.svd.flow.official_flow``:
-PCHIP to the frame count, the official single-click quirk unless ``anchors="still"``). The model has
-no text input yet (issue #28): a prompt is noted and ignored. Motion init, the motion brush, dense
+PCHIP to the frame count, the official single-click quirk unless ``anchors="still"``). A model fine-tuned with text
+(``dragnuwa train`` with ``text:``, issue #28) reads the prompt, and ``guidance`` is then the text's
+scale (the image ramp stays the official 1.0 -> 2.5); any other model notes a prompt and ignores it,
+and ``guidance`` is the ramp's last value. Motion init, the motion brush, dense
 flow files and detail restoration are the small backend's, and refused here (``Backend.supports``).
 """
 
@@ -64,7 +66,8 @@ class SVDBackend(Backend):
     """A loaded ``DragNUWASVDPipeline``; ``SVDBackend.load(model, svd=..., ...)`` builds one."""
 
     name = "svd"
-    conditions = frozenset({"traj"})  # reads the image but cannot drop it; no text yet (issue #28)
+    # reads the image but cannot drop it; text only for a model fine-tuned with text (set per model)
+    conditions = frozenset({"traj"})
     supports = frozenset()
     fps = DEFAULT_FPS
     frames, max_frames, steps, guidance = DEFAULT_FRAMES, MAX_FRAMES, DEFAULT_STEPS, DEFAULT_GUIDANCE
@@ -74,6 +77,8 @@ class SVDBackend(Backend):
         from dragnuwa.svd.flow import ANCHOR_MODES
 
         self.pipe = pipe
+        if getattr(pipe, "has_text", False):
+            self.conditions = frozenset({"traj", "text"})  # the Backend rule then reads the prompt
         self.width, self.height = check_size(size)
         if decode_chunk_size is not None and int(decode_chunk_size) < 1:
             raise UserError(f"--decode-chunk-size must be at least 1, got {decode_chunk_size}")
@@ -120,7 +125,8 @@ class SVDBackend(Backend):
         return official_flow(clicks, w, h, request.frames, anchors=self.anchors)
 
     def sample(self, request: Request, progress: Progress | None = None, show_progress: bool = True) -> Sample:
-        """Sample one video with the official recipe (Euler, guidance ramped 1.0 -> ``guidance``)."""
+        """Sample one video with the official recipe (Euler, guidance ramped 1.0 -> ``guidance``; with a
+        prompt for a model trained with text, 1.0 -> 2.5 and ``guidance`` is the text's scale)."""
         import torch
 
         flow = self.flow(request)
@@ -134,9 +140,14 @@ class SVDBackend(Backend):
 
         extra = {k: v for k, v in (("decode_chunk_size", self.decode_chunk_size),
                                    ("motion_bucket_id", self.motion_bucket_id)) if v is not None}
+        prompt = "" if "text" in request.drop or "text" not in self.conditions else request.text.strip()
+        if prompt:  # guidance is the text's; the image/trajectory ramp stays the official one
+            extra.update(prompt=prompt, text_guidance_scale=request.guidance)
+        else:
+            extra.update(max_guidance_scale=request.guidance)
         # The image is already at the size (the pipeline's own fit leaves it as it is).
         frames = self.pipe(request.image, flow=flow, width=self.width, height=self.height,
-                           num_frames=request.frames, num_inference_steps=steps, max_guidance_scale=request.guidance,
+                           num_frames=request.frames, num_inference_steps=steps,
                            generator=torch.Generator().manual_seed(int(request.seed)), output_type="np",
                            callback_on_step_end=on_step, **extra).frames
         frames = np.asarray(frames)

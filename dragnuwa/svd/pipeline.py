@@ -50,6 +50,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..errors import UserError
 from .flow import OFFICIAL_FRAMES, OFFICIAL_HEIGHT, OFFICIAL_WIDTH, official_flow
+from .text import ImageTokenProcessor, TextCrossAttnProcessor, combine_guidance
 
 #: The official demo's defaults (``Args`` / ``Drag.forward_sample`` / the gradio slider).
 DEFAULT_FPS_ID = 4
@@ -103,6 +104,42 @@ class DragNUWASVDPipeline(DiffusionPipeline):
         self.register_modules(vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler,
                               feature_extractor=feature_extractor)
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        # The text adapter of a model fine-tuned with text (issue #28): (TextProjection, the text
+        # encoder's name), or None; its encoder is built on the first prompt (``text_encoder``).
+        self.text_adapter = None
+        self.text_encoder = None
+
+    def load_text_adapter(self, folder) -> bool:
+        """Install the text adapter saved in ``folder/text_adapter/`` (a model trained with text by
+        ``dragnuwa train``) into the UNet -> whether the folder had one. Call it after ``use_sdpa``,
+        which keeps it (it only swaps the processors the adapter wraps)."""
+        from .text import load_text_adapter
+
+        if self.text_adapter is not None:
+            raise ValueError("the text adapter is already loaded")
+        loaded = load_text_adapter(folder, self.unet)
+        if loaded is None:
+            return False
+        projection, encoder = loaded
+        self.text_adapter = (projection.eval().requires_grad_(False), encoder)
+        return True
+
+    @property
+    def has_text(self) -> bool:
+        """Whether the model reads a prompt (it was fine-tuned with text)."""
+        return self.text_adapter is not None
+
+    def _text_tokens(self, prompt: str, device, dtype) -> torch.Tensor:
+        """The prompt's projected tokens ``[1, L, D]`` (paper Sec. 3.3: text enters by cross-attention)."""
+        from .text import text_encoder
+
+        projection, name = self.text_adapter
+        if self.text_encoder is None:
+            self.text_encoder = text_encoder(name)  # stays on the CPU: one prompt per video
+        tokens, mask = self.text_encoder.encode([prompt])
+        param = projection.proj.weight
+        projection.to(device)
+        return projection(tokens.to(device, param.dtype), mask.to(device)).to(dtype)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, torch_dtype: torch.dtype | None = None,
@@ -119,6 +156,7 @@ class DragNUWASVDPipeline(DiffusionPipeline):
         from .unet import DragNUWASVDUNet
 
         src = str(pretrained_model_name_or_path)
+        kwargs_given = set(kwargs)
         models = {"unet": DragNUWASVDUNet, "vae": AutoencoderKLTemporalDecoder}
         parts = {}
         for name, load in (("unet", DragNUWASVDUNet), ("vae", AutoencoderKLTemporalDecoder),
@@ -135,7 +173,10 @@ class DragNUWASVDPipeline(DiffusionPipeline):
                 parts[name] = load.from_pretrained(src, subfolder=name, **kwargs)
         parts["unet"].eval()
         parts["image_encoder"].eval()
-        return cls(**parts)
+        pipe = cls(**parts)
+        if "unet" not in kwargs_given and Path(src).is_dir():
+            pipe.load_text_adapter(src)  # a model fine-tuned with text keeps its text
+        return pipe
 
     # ---- inputs -------------------------------------------------------------------------------
     def check_inputs(self, image, flow, tracks, width: int, height: int, num_frames: int,
@@ -231,6 +272,8 @@ class DragNUWASVDPipeline(DiffusionPipeline):
         output_type: str = "np",
         callback_on_step_end: Callable[..., dict] | None = None,
         return_dict: bool = True,
+        prompt: str = "",
+        text_guidance_scale: float = 1.0,
     ):
         """Generate one video from ``image`` and drags.
 
@@ -243,7 +286,8 @@ class DragNUWASVDPipeline(DiffusionPipeline):
             width, height: multiples of 64; default the flow's size, else 576x320.
             num_frames: frames of the video (14 for the published model).
             num_inference_steps: Euler steps (25).
-            min_guidance_scale, max_guidance_scale: guidance ramp over the frames (1.0 -> 2.5).
+            min_guidance_scale, max_guidance_scale: guidance ramp over the frames (1.0 -> 2.5): the
+                image's (and the trajectory's, which both halves share, as in the official code).
             motion_bucket_id, fps_id, noise_aug_strength: the micro-conditioning, passed to the
                 UNet as is (official: 4, 4, 0.02).
             decode_chunk_size: frames the temporal VAE decodes at once (official: 1).
@@ -253,6 +297,11 @@ class DragNUWASVDPipeline(DiffusionPipeline):
                 [-1, 1], the project's frame convention) or "latent".
             callback_on_step_end: diffusers' ``fn(pipe, step_index, timestep, {"latents": ...})``
                 after each step; it returns a dict (a "latents" entry replaces the latents).
+            prompt: text for a model fine-tuned with text (``has_text``); ignored without one. An
+                empty prompt gives exactly the image-only output.
+            text_guidance_scale: the text's own guidance scale (``combine_guidance``): 1.0 is the
+                official guidance with the prompt in the conditional pass only; any other value
+                costs one pass more (the image without text).
         Returns:
             ``DragNUWASVDPipelineOutput(frames, flow)`` (or the tuple with ``return_dict=False``).
         """
@@ -282,10 +331,27 @@ class DragNUWASVDPipeline(DiffusionPipeline):
         do_cfg = max(min_guidance_scale, max_guidance_scale) > 1.0
         time_ids = torch.tensor([[fps_id, motion_bucket_id, noise_aug_strength]], dtype=dtype,
                                 device=device)
+        # Text only with an adapter and a prompt; otherwise the passes are exactly the official ones.
+        use_text = self.text_adapter is not None and bool(prompt and str(prompt).strip())
+        text_scale = float(text_guidance_scale)
+        no_text_pass = use_text and text_scale != 1.0
+        # The passes, batched: [uncond (no image, no text)] + cond (image, text) + [image, no text].
+        n_pass = 1 + int(do_cfg) + int(no_text_pass)
+        if use_text:
+            text = self._text_tokens(str(prompt), device, dtype)               # [1, L, D]
+            zero = torch.zeros_like(text)
+            text = torch.cat(([zero] if do_cfg else []) + [text] + ([zero] if no_text_pass else []))
         if do_cfg:
             emb = torch.cat([torch.zeros_like(emb), emb])
             image_latent = torch.cat([torch.zeros_like(image_latent), image_latent])
-            time_ids = torch.cat([time_ids, time_ids])
+        if no_text_pass:
+            emb = torch.cat([emb, emb[-1:]])
+            image_latent = torch.cat([image_latent, image_latent[-1:]])
+        if use_text:
+            from .text import hidden_states_with_text
+
+            emb = hidden_states_with_text(emb, text)                           # [n, 1 + L, D]
+        time_ids = time_ids.repeat(n_pass, 1)
 
         # Flow features once per video, shared by every step and both guidance halves (the UNet
         # broadcasts the batch-1 features over the doubled guidance batch).
@@ -305,16 +371,20 @@ class DragNUWASVDPipeline(DiffusionPipeline):
                                dtype=dtype).view(1, num_frames, 1, 1, 1)
         with self.progress_bar(total=len(timesteps)) as progress:
             for i, t in enumerate(timesteps):
-                x = torch.cat([latents, latents]) if do_cfg else latents
+                x = latents.repeat(n_pass, 1, 1, 1, 1) if n_pass > 1 else latents
                 x = self.scheduler.scale_model_input(x, t)
                 x = torch.cat([x, image_latent], dim=2)
                 pred = self.unet(x, t, encoder_hidden_states=emb, added_time_ids=time_ids,
                                  flow_features=flow_features, return_dict=False)[0]
-                if do_cfg:
-                    uncond, cond = pred.chunk(2)
+                if n_pass > 1:
                     # Guidance on the v-prediction equals the official guidance on the denoised
-                    # output: both halves share the input, and D is affine in the network output.
-                    pred = uncond + scale * (cond - uncond)
+                    # output: the passes share the input, and D is affine in the network output.
+                    passes = list(pred.chunk(n_pass))
+                    uncond = passes.pop(0) if do_cfg else None
+                    cond = passes.pop(0)
+                    no_text = passes.pop(0) if no_text_pass else None
+                    pred = combine_guidance(cond, cond if uncond is None else uncond,
+                                            scale if do_cfg else 1.0, no_text, text_scale)
                 latents = self.scheduler.step(pred, t, latents).prev_sample
                 if callback_on_step_end is not None:
                     out = callback_on_step_end(self, i, t, {"latents": latents}) or {}
@@ -338,10 +408,20 @@ class DragNUWASVDPipeline(DiffusionPipeline):
 
 def use_sdpa(pipe: DragNUWASVDPipeline) -> None:
     """Make every diffusers attention in the UNet and VAE use PyTorch's scaled-dot-product
-    attention (``AttnProcessor2_0``, diffusers' default when torch has SDPA)."""
+    attention (``AttnProcessor2_0``, diffusers' default when torch has SDPA). The text adapter's
+    processors stay: the attention each one wraps is swapped instead."""
     for model in (pipe.unet, pipe.vae):
-        if any(not isinstance(p, AttnProcessor2_0) for p in model.attn_processors.values()):
-            model.set_attn_processor(AttnProcessor2_0())
+        procs = model.attn_processors
+        if all(isinstance(getattr(p, "base", p), AttnProcessor2_0) for p in procs.values()):
+            continue
+        new = {}
+        for name, p in procs.items():
+            if isinstance(p, (TextCrossAttnProcessor, ImageTokenProcessor)):
+                p.base = AttnProcessor2_0()
+                new[name] = p
+            else:
+                new[name] = AttnProcessor2_0()
+        model.set_attn_processor(new)
 
 
 SVD_HUB_ID = "stabilityai/stable-video-diffusion-img2vid"
@@ -443,6 +523,8 @@ def load_svd_pipeline(model: str, svd: str | None = None, torch_dtype: torch.dty
                                scheduler=scheduler, feature_extractor=feature_extractor)
     if sdpa:
         use_sdpa(pipe)
+    if Path(model).is_dir():
+        pipe.load_text_adapter(model)  # after use_sdpa (which keeps it anyway); None without text
     if offload:
         try:
             pipe.enable_model_cpu_offload()
