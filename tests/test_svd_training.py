@@ -28,11 +28,8 @@ CONFIGS = Path(__file__).parent.parent / "configs"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def one_thread(one_torch_thread):
+    """The tiny models run on one thread (conftest.one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,8 @@ needs_fixtures = pytest.mark.skipif(not (NUWA15 / "tiny_official.safetensors").i
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model is too small to gain from threads; on a shared 2-core machine they only wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(one_torch_thread):
+    """The tiny models run on one thread (conftest.one_torch_thread)."""
 
 
 def rel_max(a: torch.Tensor, b: torch.Tensor) -> float:
