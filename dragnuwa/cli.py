@@ -224,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (model default)")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--guidance", type=float, default=None, help="text guidance scale (model default)")
-    s.add_argument("--traj-guidance", type=float, default=None, help="trajectory guidance scale")
+    s.add_argument("--traj-guidance", type=float, default=None,
+                   help="trajectory guidance scale (model default; for DragNUWA 1.5, 1 = the official "
+                        "guidance, other values add a pass without the trajectory)")
     s.add_argument("--motion-init", type=float, default=None, metavar="SIGMA",
                    help="start sampling at this noise level from the image cut and pasted along the "
                         "tracks; 0 = from pure noise, as in the paper (model default)")

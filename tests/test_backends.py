@@ -110,7 +110,7 @@ def test_load_backend_picks_the_kind(tiny, tmp_path):
     small = load_backend(DragNUWA(get_preset("tiny")))
     assert (small.name, small.size, "motion_init" in small.supports) == ("small", (32, 32), True)
     big = load_backend(model, svd=svd)
-    assert (big.name, big.size, big.frames, big.steps, big.supports) == ("svd", (576, 320), 14, 25, frozenset())
+    assert (big.name, big.size, big.frames, big.steps, big.supports) == ("svd", (576, 320), 14, 25, frozenset({"traj_guidance"}))
     # The SVD backend's options are refused for the small model, before it loads.
     with pytest.raises(UserError, match="--svd is not supported by the small backend"):
         load_backend("bundled", svd=svd)
@@ -142,9 +142,18 @@ def test_svd_variants_and_upscale(tiny, tmp_path):
     assert tiled.shape[0] == 3 and tiled.shape[2] >= 2 * 256
 
 
+def test_svd_traj_guidance_is_its_own_scale(tiny, tmp_path):
+    # --traj-guidance 1 is the official guidance; 3 adds the pass without the trajectory.
+    for scale in ("1", "3"):
+        assert _svd_generate(tiny, tmp_path / f"g{scale}.mp4", "--size", "64x64", "--frames", "3",
+                             "--traj-guidance", scale) == 0
+    one, three = (read_video(tmp_path / f"g{s}.mp4")[0].astype(int) for s in ("1", "3"))
+    assert one.shape == three.shape == (3, 64, 64, 3) and np.abs(one[1:] - three[1:]).mean() > 0.1
+
+
 @pytest.mark.parametrize("extra, line", [
     (["--motion-init", "1"], "--motion-init is not supported by the svd backend"),
-    (["--traj-guidance", "2"], "--traj-guidance is not supported by the svd backend"),
+    (["--motion-region", "object"], "--motion-region is not supported by the svd backend"),
     (["--brush", str(EXAMPLES / "brush" / "brush.png")], "--brush is not supported by the svd backend"),
 ])
 def test_an_option_the_svd_backend_lacks_is_one_line(tiny, tmp_path, capsys, extra, line):

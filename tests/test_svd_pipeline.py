@@ -96,6 +96,26 @@ def test_flow_features_once_per_video_and_official_conditioning(pipe, monkeypatc
     assert kw["flow_features"] is not None
 
 
+def test_a_separate_trajectory_scale(pipe, reference, monkeypatch):
+    """traj_guidance_scale (combine_guidance's s_traj): 1 is the official guidance, bit for bit; another
+    value adds a pass with a zero flow, whose features come from the same single encode_flow call."""
+    same = _run(pipe, output_type="latent", traj_guidance_scale=1.0).frames
+    assert torch.equal(same, reference)
+    calls = []
+    encode = pipe.unet.encode_flow
+    monkeypatch.setattr(pipe.unet, "encode_flow", lambda f: calls.append(f.clone()) or encode(f))
+    stronger = _run(pipe, output_type="latent", traj_guidance_scale=3.0).frames
+    assert len(calls) == 1 and calls[0].shape == (2, T, 2, H, W)
+    assert torch.any(calls[0][0]) and not torch.any(calls[0][1])
+    rel = float((stronger - reference).norm() / reference.norm())
+    assert rel > 1e-3, rel
+    # With no motion at all the pass without the trajectory is the conditional pass: the scale then
+    # changes nothing (up to the bigger batch's rounding).
+    still = dict(tracks=None, flow=np.zeros((T, 2, H, W), np.float32), output_type="latent")
+    torch.testing.assert_close(_run(pipe, traj_guidance_scale=3.0, **still).frames,
+                               _run(pipe, **still).frames, atol=1e-4, rtol=0)
+
+
 def test_scheduler_is_the_official_edm_euler():
     s = svd_scheduler()
     s.set_timesteps(25)

@@ -6,7 +6,8 @@ the clicks go to the official trajectory recipe unresampled (``dragnuwa.svd.flow
 PCHIP to the frame count, the official single-click quirk unless ``anchors="still"``). A model fine-tuned with text
 (``dragnuwa train`` with ``text:``, issue #28) reads the prompt, and ``guidance`` is then the text's
 scale (the image ramp stays the official 1.0 -> 2.5); any other model notes a prompt and ignores it,
-and ``guidance`` is the ramp's last value. Motion init, the motion brush, dense
+and ``guidance`` is the ramp's last value. ``traj_guidance`` is the trajectory's own scale (1 = the
+official guidance, whose halves share the flow; another value adds a pass without it). Motion init, the motion brush, dense
 flow files and detail restoration are the small backend's, and refused here (``Backend.supports``).
 """
 
@@ -68,7 +69,9 @@ class SVDBackend(Backend):
     name = "svd"
     # reads the image but cannot drop it; text only for a model fine-tuned with text (set per model)
     conditions = frozenset({"traj"})
-    supports = frozenset()
+    supports = frozenset({"traj_guidance"})
+    # 1.0: the official guidance, whose two halves share the flow (no pass without the trajectory)
+    defaults = {"traj_guidance": 1.0}
     fps = DEFAULT_FPS
     frames, max_frames, steps, guidance = DEFAULT_FRAMES, MAX_FRAMES, DEFAULT_STEPS, DEFAULT_GUIDANCE
 
@@ -138,6 +141,7 @@ class SVDBackend(Backend):
                 progress(i + 1, steps)
             return kwargs
 
+        traj_guidance = float(request.options.get("traj_guidance") or 1.0)
         extra = {k: v for k, v in (("decode_chunk_size", self.decode_chunk_size),
                                    ("motion_bucket_id", self.motion_bucket_id)) if v is not None}
         prompt = "" if "text" in request.drop or "text" not in self.conditions else request.text.strip()
@@ -149,9 +153,9 @@ class SVDBackend(Backend):
         frames = self.pipe(request.image, flow=flow, width=self.width, height=self.height,
                            num_frames=request.frames, num_inference_steps=steps,
                            generator=torch.Generator().manual_seed(int(request.seed)), output_type="np",
-                           callback_on_step_end=on_step, **extra).frames
+                           callback_on_step_end=on_step, traj_guidance_scale=traj_guidance, **extra).frames
         frames = np.asarray(frames)
         frames = np.ascontiguousarray(frames[0] if frames.ndim == 5 else frames, np.uint8)  # [1, T, ...]: one video
-        info = {"traj_guidance": None, "motion_init": 0.0, "motion_region": None, "detail": False,
+        info = {"traj_guidance": traj_guidance, "motion_init": 0.0, "motion_region": None, "detail": False,
                 "sampler_steps": steps}
         return Sample(frames, frames.copy(), flow, None, info)

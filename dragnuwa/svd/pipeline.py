@@ -274,6 +274,7 @@ class DragNUWASVDPipeline(DiffusionPipeline):
         return_dict: bool = True,
         prompt: str = "",
         text_guidance_scale: float = 1.0,
+        traj_guidance_scale: float = 1.0,
     ):
         """Generate one video from ``image`` and drags.
 
@@ -302,6 +303,9 @@ class DragNUWASVDPipeline(DiffusionPipeline):
             text_guidance_scale: the text's own guidance scale (``combine_guidance``): 1.0 is the
                 official guidance with the prompt in the conditional pass only; any other value
                 costs one pass more (the image without text).
+            traj_guidance_scale: the trajectory's own guidance scale (``combine_guidance``, as the
+                small model's ``--traj-guidance``): 1.0 is the official guidance (both halves share
+                the flow); any other value costs one pass more (image and text, zero flow).
         Returns:
             ``DragNUWASVDPipelineOutput(frames, flow)`` (or the tuple with ``return_dict=False``).
         """
@@ -335,18 +339,23 @@ class DragNUWASVDPipeline(DiffusionPipeline):
         use_text = self.text_adapter is not None and bool(prompt and str(prompt).strip())
         text_scale = float(text_guidance_scale)
         no_text_pass = use_text and text_scale != 1.0
-        # The passes, batched: [uncond (no image, no text)] + cond (image, text) + [image, no text].
-        n_pass = 1 + int(do_cfg) + int(no_text_pass)
+        traj_scale = float(traj_guidance_scale)
+        no_traj_pass = traj_scale != 1.0
+        # The passes, batched: [uncond (no image, no text)] + cond (image, text) + [image, no text]
+        # + [image, text, no trajectory].
+        n_pass = 1 + int(do_cfg) + int(no_text_pass) + int(no_traj_pass)
         if use_text:
             text = self._text_tokens(str(prompt), device, dtype)               # [1, L, D]
             zero = torch.zeros_like(text)
-            text = torch.cat(([zero] if do_cfg else []) + [text] + ([zero] if no_text_pass else []))
+            text = torch.cat(([zero] if do_cfg else []) + [text] + ([zero] if no_text_pass else [])
+                             + ([text] if no_traj_pass else []))
+        extra = int(no_text_pass) + int(no_traj_pass)  # passes with the image, like cond
         if do_cfg:
             emb = torch.cat([torch.zeros_like(emb), emb])
             image_latent = torch.cat([torch.zeros_like(image_latent), image_latent])
-        if no_text_pass:
-            emb = torch.cat([emb, emb[-1:]])
-            image_latent = torch.cat([image_latent, image_latent[-1:]])
+        if extra:
+            emb = torch.cat([emb] + [emb[-1:]] * extra)
+            image_latent = torch.cat([image_latent] + [image_latent[-1:]] * extra)
         if use_text:
             from .text import hidden_states_with_text
 
@@ -356,7 +365,13 @@ class DragNUWASVDPipeline(DiffusionPipeline):
         # Flow features once per video, shared by every step and both guidance halves (the UNet
         # broadcasts the batch-1 features over the doubled guidance batch).
         flow_t = torch.from_numpy(flow_np)[None].to(device=device, dtype=dtype)  # [1, T, 2, H, W]
-        flow_features = self._encode_flow(flow_t)
+        if no_traj_pass:
+            # The no-trajectory pass reads a zero flow, whose features are not zero (the encoder's
+            # biases): both in one call, then one row per pass.
+            both = self._encode_flow(torch.cat([flow_t, torch.zeros_like(flow_t)]))
+            flow_features = [torch.cat([f[:1]] * (n_pass - 1) + [f[1:]]) for f in both]
+        else:
+            flow_features = self._encode_flow(flow_t)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
@@ -383,8 +398,9 @@ class DragNUWASVDPipeline(DiffusionPipeline):
                     uncond = passes.pop(0) if do_cfg else None
                     cond = passes.pop(0)
                     no_text = passes.pop(0) if no_text_pass else None
+                    no_traj = passes.pop(0) if no_traj_pass else None
                     pred = combine_guidance(cond, cond if uncond is None else uncond,
-                                            scale if do_cfg else 1.0, no_text, text_scale)
+                                            scale if do_cfg else 1.0, no_text, text_scale, no_traj, traj_scale)
                 latents = self.scheduler.step(pred, t, latents).prev_sample
                 if callback_on_step_end is not None:
                     out = callback_on_step_end(self, i, t, {"latents": latents}) or {}
