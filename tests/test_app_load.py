@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -24,6 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from support import free_port, tiny_app_server
+
 # Four clients: each its own background colour, its own drag (right, left, down, up) and its own seed.
 COLOURS = [(200, 40, 40), (40, 180, 60), (50, 70, 210), (210, 200, 40)]
 DRAGS = [[[8, 20], [30, 20]], [[32, 20], [10, 20]], [[20, 8], [20, 32]], [[20, 32], [20, 8]]]
@@ -31,33 +31,11 @@ SEEDS = [11, 22, 33, 44]
 SIZE = 40
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import torch
-
-    from dragnuwa import app as app_mod
-    from dragnuwa.models.config import get_preset
-    from dragnuwa.models.dragnuwa import DragNUWA
-
     tmp = tmp_path_factory.mktemp("load_tmp")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TMPDIR", str(tmp))
-        mp.setenv("GRADIO_TEMP_DIR", str(tmp / "gradio"))
-        mp.setattr(tempfile, "tempdir", str(tmp))
-        torch.manual_seed(0)
-        port = _free_port()
-        demo = app_mod.launch(host="127.0.0.1", port=port, model=DragNUWA(get_preset("tiny")), block=False)
-        try:
-            yield {"url": f"http://127.0.0.1:{port}/", "tmp": tmp, "demo": demo,
-                   "root": next(tmp.glob("dragnuwa_app_*"))}
-        finally:
-            demo.close()
+    with tiny_app_server(tmp) as (url, demo):
+        yield {"url": url, "tmp": tmp, "demo": demo, "root": next(tmp.glob("dragnuwa_app_*"))}
     assert not any(tmp.glob("dragnuwa_app_*")), "closing the app removes its request folders"
 
 
@@ -211,7 +189,7 @@ def test_four_clients_at_once_see_their_own_drags_in_their_videos(tmp_path):
         img[(xx - sx) ** 2 + (yy - sy) ** 2 <= 49] = 255
         images.append(tmp_path / f"disc{k}.png")
         Image.fromarray(img).save(images[-1])
-    port = _free_port()
+    port = free_port()
     demo = app_mod.launch(host="127.0.0.1", port=port, model="bundled", block=False)
     try:
         results = [None] * 4

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import pytest
 from PIL import Image
 
 from dragnuwa.cli import main
+from support import tiny_app_server
 
 DEEP = 100_000  # arrays nested this deep: Python's JSON parser recurses past its limit
 
@@ -348,12 +348,6 @@ def test_cli_refuses_bad_input_with_one_line(case, sandbox, capsys, request):
 # ---------------------------------------------------------------- the app's API
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class AppCase:
     id: str
@@ -388,25 +382,10 @@ APP_CASES = [
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory):
     """The app on 127.0.0.1 (tiny random model) with its temp dir and gradio's cache in a folder of
-    this module's own; yields (url, that folder, the server's request-folder root)."""
-    import torch
-
-    from dragnuwa import app as app_mod
-    from dragnuwa.models.config import get_preset
-    from dragnuwa.models.dragnuwa import DragNUWA
-
+    this module's own; yields (url, that folder)."""
     tmp = tmp_path_factory.mktemp("app_tmp")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TMPDIR", str(tmp))
-        mp.setenv("GRADIO_TEMP_DIR", str(tmp / "gradio"))
-        mp.setattr(tempfile, "tempdir", str(tmp))
-        torch.manual_seed(0)
-        port = _free_port()
-        demo = app_mod.launch(host="127.0.0.1", port=port, model=DragNUWA(get_preset("tiny")), block=False)
-        try:
-            yield f"http://127.0.0.1:{port}/", tmp
-        finally:
-            demo.close()
+    with tiny_app_server(tmp) as (url, _demo):
+        yield url, tmp
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ process on CPU).
 """
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import torch
+
+from support import torchrun
 
 SCRIPT = textwrap.dedent('''
     import sys, torch
@@ -35,15 +35,7 @@ def test_two_ranks_keep_identical_weights(tmp_path):
     script = tmp_path / "ddp.py"
     out = str(tmp_path / "run")
     script.write_text(SCRIPT.format(tests=os.path.dirname(__file__), out=out))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                        "--master_addr", "127.0.0.1", "--master_port", str(port), str(script)],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = torchrun(script, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     w0 = torch.load(f"{out}/rank0.pt")
     w1 = torch.load(f"{out}/rank1.pt")

@@ -3,8 +3,6 @@ mixing), two processes reading disjoint samples, and training from shards."""
 
 import json
 import os
-import socket
-import subprocess
 import sys
 import textwrap
 
@@ -13,6 +11,7 @@ import pytest
 import torch
 
 from dragnuwa.errors import UserError
+from support import torchrun
 
 CLIPS, FRAMES, SIZE = 8, 12, 64
 
@@ -124,13 +123,7 @@ def test_two_processes_read_disjoint_samples(shards, tmp_path):
     out, _ = shards
     script = tmp_path / "ranks.py"
     script.write_text(SCRIPT.format(pattern=str(out / "*.tar"), out=str(tmp_path / "keys.json")))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                        "127.0.0.1", "--master_port", str(port), str(script)],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = torchrun(script, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = json.loads((tmp_path / "keys.json").read_text())
     assert len(a) == len(b) == 4 and not set(a) & set(b) and len(set(a) | set(b)) == CLIPS

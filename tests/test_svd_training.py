@@ -6,9 +6,6 @@ shared 2-core machine the tiny model is many times faster so than with two overs
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from dragnuwa.errors import UserError
 from dragnuwa.svd.train_config import SVDDataConfig, SVDTrainConfig, load_svd_config
 from dragnuwa.svd.training import (Objective, flow_parameter_names, load_parts, prepare_batch, train,
                                    train_from_config)
+from support import torchrun
 
 testing = pytest.importorskip("dragnuwa.svd.testing")
 DEMO = Path(dragnuwa.__file__).parent / "assets" / "examples" / "demo"
@@ -374,13 +372,7 @@ def test_two_processes_keep_identical_weights(tiny, tmp_path):
     script = tmp_path / "ddp.py"
     out = str(tmp_path / "run")
     script.write_text(DDP_SCRIPT.format(tests=os.path.dirname(__file__), root=str(tmp_path), tiny=tiny, out=out))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                        "127.0.0.1", "--master_port", str(port), str(script)],
-                       capture_output=True, text=True, env=env, timeout=600)
+    r = torchrun(script, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     w0, w1 = torch.load(f"{out}/rank0.pt"), torch.load(f"{out}/rank1.pt")
     assert any(".lora_B." in k for k in w0) and sum(w0[k].abs().max() > 0 for k in w0 if ".lora_B." in k) > 10
