@@ -223,5 +223,11 @@ def test_out_equal_to_input_is_refused(tmp_path, capsys):
     code, err = cli(capsys, "convert", copy, "--out", copy, "--config", CONFIG)
     assert code == 2 and "overwrite the input" in err
     assert copy.read_bytes()[:64] == TINY.read_bytes()[:64] and copy.stat().st_size == TINY.stat().st_size
+    # A --config read from the unet/ folder the run replaces is an input too.
+    (tmp_path / "o" / "unet").mkdir(parents=True)
+    config = tmp_path / "o" / "unet" / "config.json"
+    config.write_bytes(CONFIG.read_bytes())
+    code, err = cli(capsys, "convert", TINY, "--out", tmp_path / "o", "--config", config)
+    assert code == 2 and "overwrite the input --config" in err and config.read_bytes() == CONFIG.read_bytes()
     code, err = cli(capsys, "convert", TINY, "--out", tmp_path / "o", "--config", tmp_path / "nope.json")
     assert code == 2 and "cannot read the UNet config" in err

@@ -351,8 +351,11 @@ def convert_checkpoint(src: str | os.PathLike, out_dir: str | os.PathLike,
     written atomically and replaces an earlier one. Returns ``out_dir``.
     """
     src, out_dir = Path(src), Path(out_dir)
-    if out_dir.resolve() == src.resolve() or src.resolve().is_relative_to((out_dir / "unet").resolve()):
-        raise UserError(f"--out {out_dir} would overwrite the input checkpoint {src}")
+    # The whole OUT/unet folder is replaced: no file the run reads may be it or lie in it.
+    unet = (out_dir / "unet").resolve()
+    for what, path in (("checkpoint", src), ("--config", config if isinstance(config, (str, os.PathLike)) else None)):
+        if path is not None and (Path(path).resolve() == out_dir.resolve() or Path(path).resolve().is_relative_to(unet)):
+            raise UserError(f"--out {out_dir} would overwrite the input {what} {path}")
     check_output(out_dir, folder=True, what="output folder")
     unet_args, lora_scale = load_official_args(config)
     official = read_checkpoint(src)
