@@ -87,12 +87,40 @@ def prepared(tmp_path_factory):
     videos = make_corpus(root)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
+        before = _ray_data_settings()
         t0 = time.time()
         manifest = run_prepare(videos, root / "shards", _cfg(), workers=2, captions=root / "captions.csv",
                                progress=False)
-        yield root, videos, root / "shards", manifest, time.time() - t0
+        took = time.time() - t0
+        # run_prepare changes Ray Data's scheduling settings for its own pipeline only
+        assert _ray_data_settings() == before
+        yield root, videos, root / "shards", manifest, took
     finally:
         ray.shutdown()
+
+
+def _ray_data_settings() -> tuple:
+    import ray.data
+    from ray.data._internal.execution.backpressure_policy import ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY
+
+    ctx = ray.data.DataContext.get_current()
+    return (ctx.op_resource_reservation_enabled, ctx.enable_progress_bars,
+            ctx.get_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, None))
+
+
+def test_fewer_workers_than_cpus_run_that_many_shards_at_once(prepared, tmp_path):
+    """--workers 1 on a 2-CPU Ray: Ray Data's concurrency cap stays (prepare drops it only when the CPUs
+    bound the tasks themselves), so no two shards' work overlaps in time."""
+    import json
+
+    from dragnuwa.data.prepare import run_prepare
+
+    root, videos, _, manifest, _ = prepared
+    m = run_prepare(videos, tmp_path / "one", _cfg(), workers=1, captions=root / "captions.csv", progress=False)
+    assert m["clips"] == manifest["clips"]
+    spans = sorted((r["started"], r["started"] + r["wall_seconds"])
+                   for r in (json.loads(p.read_text()) for p in (tmp_path / "one").glob("shard-*.json")))
+    assert len(spans) == 5 and all(b[0] >= a[1] - 1e-3 for a, b in zip(spans, spans[1:])), spans
 
 
 def test_manifest_counts_failures_and_nothing_half_written(prepared):

@@ -292,7 +292,7 @@ def prepare_shard(shard: int, entries: list[VideoEntry], cfg: PrepareConfig, out
 
     cv2.setNumThreads(1)
     out = Path(out)
-    wall0 = time.perf_counter()
+    wall0, started = time.perf_counter(), time.time()
     seconds = dict.fromkeys(STAGES, 0.0)
     samples, failures, cut_clips, trackless = [], [], 0, 0
     for entry in entries:
@@ -318,7 +318,7 @@ def prepare_shard(shard: int, entries: list[VideoEntry], cfg: PrepareConfig, out
     n, size = write_shard(out / name, samples) if samples else (0, 0)
     seconds["write"] += _clock() - t0
     record = {"shard": name if n else None, "index": shard, "videos": len(entries), "clips": n, "bytes": size,
-              "wall_seconds": time.perf_counter() - wall0,
+              "wall_seconds": time.perf_counter() - wall0, "started": started,
               "scene_cut_clips": cut_clips, "clips_without_tracks": trackless, "failures": failures, "seconds": seconds, "pid": os.getpid(),
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     atomic_write_text(_record_path(out, shard), json.dumps(record) + "\n")
@@ -414,13 +414,45 @@ def _init_ray(address: str | None, num_cpus: int | None) -> bool:
     return True
 
 
+def _backpressure_policies() -> tuple[str | None, list]:
+    """Ray Data's default backpressure policies less its adaptive concurrency cap, and their config key
+    (None: this Ray has no such key, and its defaults stay)."""
+    try:
+        from ray.data._internal.execution import backpressure_policy as bp
+    except ImportError:  # a Ray Data without them: nothing to change
+        return None, []
+    key = getattr(bp, "ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY", None)
+    cap = getattr(bp, "ConcurrencyCapBackpressurePolicy", None)
+    defaults = getattr(bp, "ENABLED_BACKPRESSURE_POLICIES", None)
+    if key is None or cap is None or defaults is None:
+        return None, []
+    return key, [p for p in defaults if p is not cap]
+
+
 def run_shards_ray(pending: list, cfg: PrepareConfig, out: Path, workers: int):
     """Each pending shard as one Ray Data task (``workers`` at a time) -> records, as they finish."""
+    import ray
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # ours counts clips, not blocks
-    ctx.print_on_execution_start = False
+    # Set for this run, restored after (the context is the process's: a caller's own pipelines keep theirs).
+    # - progress bars: ours counts clips, not blocks;
+    # - the per-operator resource reservation: it keeps CPUs back for operators downstream of the map, and
+    #   this pipeline has none (its output is one small record a shard);
+    # - the concurrency-cap policy, when ``workers`` asks for every CPU anyway (the CPUs then bound the
+    #   tasks at once): it counts a finished task as running until its output's metadata is fetched, so a
+    #   free worker often waited ~1 s for its next shard. On 2 CPUs with both in place, 2 workers ran
+    #   1.44x the single process; without, 1.8x (benchmarks/bench_prepare.py, docs/training.md). With
+    #   fewer workers than CPUs it stays: it is what holds the tasks at once to ``workers``.
+    saved = {k: getattr(ctx, k) for k in ("enable_progress_bars", "print_on_execution_start",
+                                          "op_resource_reservation_enabled")}
+    key, policies = _backpressure_policies()
+    if workers < int(ray.cluster_resources().get("CPU", 0)):
+        key = None
+    saved_policies = ctx.get_config(key, None) if key else None
+    ctx.enable_progress_bars = ctx.print_on_execution_start = ctx.op_resource_reservation_enabled = False
+    if key:
+        ctx.set_config(key, policies)
     for name in ("ray.data", "ray"):
         logging.getLogger(name).setLevel(logging.ERROR)
     rows = [{"shard": i, "entries": json.dumps([dataclasses.asdict(e) for e in group])} for i, group in pending]
@@ -429,10 +461,19 @@ def run_shards_ray(pending: list, cfg: PrepareConfig, out: Path, workers: int):
         entries = [VideoEntry(**e) for e in json.loads(row["entries"])]
         return {"record": json.dumps(prepare_shard(int(row["shard"]), entries, cfg, out))}
 
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
-        task, num_cpus=1, compute=ray.data.TaskPoolStrategy(size=workers))
-    for row in ds.iter_rows():
-        yield json.loads(row["record"])
+    try:
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
+            task, num_cpus=1, compute=ray.data.TaskPoolStrategy(size=workers))
+        for row in ds.iter_rows():
+            yield json.loads(row["record"])
+    finally:
+        for k, v in saved.items():
+            setattr(ctx, k, v)
+        if key:
+            if saved_policies is None:
+                ctx.remove_config(key)
+            else:
+                ctx.set_config(key, saved_policies)
 
 
 def run_shards_local(pending: list, cfg: PrepareConfig, out: Path):
