@@ -45,6 +45,8 @@ DEFAULT_TRACKER = "lk"
 
 PATCH = 9  # appearance patch side (px at the tracking resolution)
 LK_WIN, LK_LEVELS = 21, 4  # 21 px windows on 5 pyramid levels follow ~40 px/frame
+LK_REFINE_WIN = 21
+WARP_MIN = 0.01  # the least zoom or turn (relative) between a point's anchor frame and now that refine() undoes
 
 
 @dataclass
@@ -102,7 +104,11 @@ def zncc(a: np.ndarray, b: np.ndarray, flat: float = 3.0) -> np.ndarray:
     return np.where((sa < flat) | (sb < flat), 0.0, score)
 
 
-MIN_TEXTURE = 2e-4  # cv2.cornerMinEigenVal (7 px blocks) a start point needs: 2x a flat patch under noise of sigma 4
+# cv2.cornerMinEigenVal (7 px blocks) a start point needs: 2x a flat patch under noise of sigma 4. Lower lets
+# texture blurred by motion in frame 0 in (1e-4: 45% -> 54% of the points in bench_tracks_accuracy.py's
+# 20 px/frame pan survive, errors still under 1 px), but there, at 1e-4 and at 1.5e-4, a weak point of the
+# 25 px/frame synthetic scenes jumped onto a passing shape.
+MIN_TEXTURE = 2e-4
 
 
 def textured_points(frame: np.ndarray, points: np.ndarray, radius: float,
@@ -213,25 +219,56 @@ class _SparseStep:
         ok = np.nan_to_num(np.asarray(st, np.float64).reshape(-1)) > 0  # RLOF's status can hold NaN
         return q.reshape(-1, 2).astype(np.float64) + 0.5, ok
 
-    def refine(self, anchor_t: np.ndarray, anchor_pts: np.ndarray, t: int, guess: np.ndarray) -> np.ndarray:
+    def refine(self, anchor_t: np.ndarray, anchor_pts: np.ndarray, t: int, guess: np.ndarray,
+               along: np.ndarray | None = None) -> np.ndarray:
         """Chained positions at frame ``t`` refined by LK straight from each point's anchor frame (where its
         reference patch was taken), starting from the chained guess: chaining adds each step's small
         error (drift, ~1.5 px over 60 frames of a slow zoom); matching against the anchor does not.
-        Where that match fails or strays more than 1.5 px from the guess, the guess stays."""
+        Where that match fails or strays more than 1.5 px from the guess, the guess stays.
+
+        When the camera zooms or turns between the anchor frame and ``t``, the anchor frame is first warped
+        by that motion for the points that move with the camera (``along``): translation-only LK matching a
+        patch against a scaled copy of itself shifts the match off a corner (0.5 px on average over a 1.25x
+        zoom on clean frames; 0.02 px with the warp). The motion is a similarity (scale, turn, shift) fitted
+        to those points' anchor and chained positions (``cv2.estimateAffinePartial2D``, RANSAC)."""
         out = guess.copy()
         crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01)
+        H, W = self.greys[t].shape
         for a in np.unique(anchor_t):
             if a == t:
                 continue
             i = np.flatnonzero(anchor_t == a)
-            p0 = (anchor_pts[i] - 0.5).astype(np.float32).reshape(-1, 1, 2)
-            p1 = (guess[i] - 0.5).astype(np.float32).reshape(-1, 1, 2)
-            q, st, _ = cv2.calcOpticalFlowPyrLK(self.greys[a], self.greys[t], p0, p1.copy(), winSize=(LK_WIN, LK_WIN),
-                                                maxLevel=1, criteria=crit, flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
-            q = q.reshape(-1, 2).astype(np.float64) + 0.5
-            take = st.reshape(-1).astype(bool) & np.isfinite(q).all(1) & (np.linalg.norm(q - guess[i], axis=1) < 1.5)
-            out[i[take]] = q[take]
+            src, p0 = self.greys[a], anchor_pts
+            cam = i[along[i]] if along is not None else i[:0]
+            M = None
+            if len(cam) >= 8:
+                M, _ = cv2.estimateAffinePartial2D(anchor_pts[cam].astype(np.float32), guess[cam].astype(np.float32),
+                                                   method=cv2.RANSAC, ransacReprojThreshold=1.5)
+            # Only a zoom or turn calls for the warp (which blurs the patch a little).
+            if M is not None and np.abs(M[:, :2] - np.eye(2)).max() > WARP_MIN:
+                self._refine(np.setdiff1d(i, cam), src, anchor_pts, t, guess, out, crit)  # their own motion
+                i = cam
+                # M maps project coordinates (pixel centres at +0.5); warpAffine's centres are at integers
+                Mp = np.vstack([M, [0, 0, 1]])
+                shift = np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])
+                src = cv2.warpAffine(self.greys[a], (shift @ Mp @ np.linalg.inv(shift))[:2], (W, H),
+                                     flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                p0 = np.zeros_like(anchor_pts)
+                p0[i] = anchor_pts[i] @ M[:, :2].T + M[:, 2]
+            self._refine(i, src, p0, t, guess, out, crit)
         return out
+
+    def _refine(self, i, src, p0_all, t, guess, out, crit) -> None:
+        if len(i) == 0:
+            return
+        p0 = (p0_all[i] - 0.5).astype(np.float32).reshape(-1, 1, 2)
+        p1 = (guess[i] - 0.5).astype(np.float32).reshape(-1, 1, 2)
+        q, st, _ = cv2.calcOpticalFlowPyrLK(src, self.greys[t], p0, p1.copy(),
+                                            winSize=(LK_REFINE_WIN, LK_REFINE_WIN), maxLevel=1, criteria=crit,
+                                            flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+        q = q.reshape(-1, 2).astype(np.float64) + 0.5
+        take = st.reshape(-1).astype(bool) & np.isfinite(q).all(1) & (np.linalg.norm(q - guess[i], axis=1) < 1.5)
+        out[i[take]] = q[take]
 
     def __call__(self, t: int, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(pts) == 0:
@@ -333,7 +370,7 @@ def _follow(frames, greys, step, pts, strict, sparse, max_gap, min_similarity, m
         nxt, ok = step(t, pts[a])
         ok &= _inside(nxt, W, H)
         if sparse and ok.any():
-            nxt[ok] = step.refine(anchor_t[a[ok]], anchor_pts[a[ok]], t + 1, nxt[ok])
+            nxt[ok] = step.refine(anchor_t[a[ok]], anchor_pts[a[ok]], t + 1, nxt[ok], follows_camera[a[ok]])
         if not strict and len(a):
             cur = patches(greys[t + 1], nxt)
             s_last, s_anchor = zncc(cur, tpl[a]), zncc(cur, atpl[a])
