@@ -527,11 +527,14 @@ def run_prepare(source: str | Path, out: str | Path, cfg: PrepareConfig | None =
 
 def summary(manifest: dict) -> str:
     """A few lines for the terminal: counts, sizes, failures with reasons."""
-    lines = [f"{manifest['clips']} clips from {manifest['videos'] - manifest['failed_videos']} of "
-             f"{manifest['videos']} videos in {len(manifest['shards'])} shards "
-             f"({manifest['bytes'] / 1e6:.1f} MB); {manifest['scene_cut_clips']} clips skipped at a scene cut; "
-             f"{manifest['clips_without_tracks']} clips with no track; "
-             f"{manifest['failed_videos']} videos failed"]
+    def n(count: int, noun: str) -> str:
+        return f"{count} {noun}{'' if count == 1 else 's'}"
+
+    m = manifest
+    lines = [f"{n(m['clips'], 'clip')} from {m['videos'] - m['failed_videos']} of {n(m['videos'], 'video')} in "
+             f"{n(len(m['shards']), 'shard')} ({m['bytes'] / 1e6:.1f} MB); "
+             f"{n(m['scene_cut_clips'], 'clip')} skipped at a scene cut; {n(m['clips_without_tracks'], 'clip')} "
+             f"with no track; {n(m['failed_videos'], 'video')} failed"]
     lines += [f"  failed: {f['video']}: {f['reason']}" for f in manifest["failures"][:20]]
     if len(manifest["failures"]) > 20:
         lines.append(f"  ... and {len(manifest['failures']) - 20} more (manifest.json)")
