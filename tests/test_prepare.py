@@ -101,11 +101,12 @@ def prepared(tmp_path_factory):
 
 def _ray_data_settings() -> tuple:
     import ray.data
-    from ray.data._internal.execution.backpressure_policy import ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY
+
+    from dragnuwa.data.prepare import _backpressure_policies
 
     ctx = ray.data.DataContext.get_current()
-    return (ctx.op_resource_reservation_enabled, ctx.enable_progress_bars,
-            ctx.get_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, None))
+    key = _backpressure_policies()[0]
+    return (ctx.op_resource_reservation_enabled, ctx.enable_progress_bars, key and ctx.get_config(key, None))
 
 
 def test_fewer_workers_than_cpus_run_that_many_shards_at_once(prepared, tmp_path):
