@@ -45,7 +45,7 @@ DEFAULT_TRACKER = "lk"
 
 PATCH = 9  # appearance patch side (px at the tracking resolution)
 LK_WIN, LK_LEVELS = 21, 4  # 21 px windows on 5 pyramid levels follow ~40 px/frame
-LK_REFINE_WIN = 21
+LK_REFINE_WIN = 21  # the window of the refinement against a point's anchor patch
 WARP_MIN = 0.01  # the least zoom or turn (relative) between a point's anchor frame and now that refine() undoes
 
 
@@ -106,8 +106,9 @@ def zncc(a: np.ndarray, b: np.ndarray, flat: float = 3.0) -> np.ndarray:
 
 # cv2.cornerMinEigenVal (7 px blocks) a start point needs: 2x a flat patch under noise of sigma 4. Lower lets
 # texture blurred by motion in frame 0 in (1e-4: 45% -> 54% of the points in bench_tracks_accuracy.py's
-# 20 px/frame pan survive, errors still under 1 px), but there, at 1e-4 and at 1.5e-4, a weak point of the
-# 25 px/frame synthetic scenes jumped onto a passing shape.
+# 20 px/frame pan survive, errors still under 1 px), but there, at 1e-4 and at 1.5e-4, a track of the 25
+# px/frame synthetic scenes rode a passing shape (its point passes 2e-4 too: the added points changed the
+# camera estimates its steps were judged by).
 MIN_TEXTURE = 2e-4
 
 
@@ -229,7 +230,7 @@ class _SparseStep:
         When the camera zooms or turns between the anchor frame and ``t``, the anchor frame is first warped
         by that motion for the points that move with the camera (``along``): translation-only LK matching a
         patch against a scaled copy of itself shifts the match off a corner (0.5 px on average over a 1.25x
-        zoom on clean frames; 0.02 px with the warp). The motion is a similarity (scale, turn, shift) fitted
+        zoom on clean frames; 0.01 px with the warp). The motion is a similarity (scale, turn, shift) fitted
         to those points' anchor and chained positions (``cv2.estimateAffinePartial2D``, RANSAC)."""
         out = guess.copy()
         crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01)
