@@ -380,7 +380,7 @@ def train(cfg: SVDTrainConfig, resume: bool = False, parts: Parts | None = None,
     from accelerate import Accelerator
 
     from dragnuwa.svd.text import text_encoder as make_text_encoder
-    from dragnuwa.training.loop import plot_losses
+    from dragnuwa.training.loop import budget_spent, plot_losses
 
     validate(cfg)
     out = Path(cfg.out_dir)
@@ -452,9 +452,7 @@ def train(cfg: SVDTrainConfig, resume: bool = False, parts: Parts | None = None,
         ema.update(trained, step)
         step += 1
         bar.update(1)
-        out_of_time = cfg.max_minutes > 0 and time.time() - t_start > 60 * cfg.max_minutes
-        if cfg.max_minutes > 0 and world > 1:
-            out_of_time = accelerator.reduce(torch.tensor([float(out_of_time)], device=dev), "max").item() > 0
+        out_of_time = budget_spent(accelerator, t_start, cfg.max_minutes)
         if main and (step % cfg.log_every == 0 or step == cfg.steps or out_of_time):
             now = time.time()
             row = {"step": step, "loss": total.item(), "lr": scheduler.get_last_lr()[0],

@@ -71,6 +71,16 @@ class _Batches(torch.utils.data.Dataset):
         return batch_at(self.dataset, self.first + k, self.batch_size, self.rank, self.world)
 
 
+def budget_spent(accelerator, t_start: float, max_minutes: float) -> bool:
+    """Whether the run's wall-clock budget (``max_minutes``; 0: none) is spent. Any process out of time
+    stops them all, at the same step (the reduce is a sync, so only several processes pay for it)."""
+    out = max_minutes > 0 and time.time() - t_start > 60 * max_minutes
+    if max_minutes > 0 and accelerator.num_processes > 1:
+        flag = torch.tensor([float(out)], device=accelerator.device)
+        out = accelerator.reduce(flag, "max").item() > 0
+    return bool(out)
+
+
 def _worker_init(_):
     import cv2
 
@@ -262,11 +272,7 @@ def train(cfg: TrainConfig, resume: bool = False, model=None, dataset=None, text
         step += 1
         bar.update(1)
         # A wall-clock budget (e.g. a lent GPU): stop here, checkpoint and export as at the last step.
-        # Any process out of time stops them all, at the same step (the reduce is a sync, so only
-        # several processes pay for it).
-        out_of_time = cfg.max_minutes > 0 and time.time() - t_start > 60 * cfg.max_minutes
-        if cfg.max_minutes > 0 and world > 1:
-            out_of_time = accelerator.reduce(torch.tensor([float(out_of_time)], device=dev), "max").item() > 0
+        out_of_time = budget_spent(accelerator, t_start, cfg.max_minutes)
         if accelerator.is_main_process and (step % cfg.log_every == 0 or step == cfg.steps or out_of_time):
             now = time.time()
             total = total.item()
