@@ -62,6 +62,17 @@ def _frames(path) -> np.ndarray:
     return read_video(path)[0].astype(int)
 
 
+def _at_once(run, n: int, timeout: float) -> float:
+    """``run(k)`` for k < n, each in its own thread at the same time -> wall seconds until all returned."""
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=timeout)
+    return time.perf_counter() - t0
+
+
 def test_four_clients_at_once_each_get_their_own_video(server, tmp_path):
     from gradio_client import Client
 
@@ -76,13 +87,7 @@ def test_four_clients_at_once_each_get_their_own_video(server, tmp_path):
         results[k] = _request(clients[k], images[k], k)
         seconds[k] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    wall = time.perf_counter() - t0
+    wall = _at_once(run, 4, timeout=300)
     assert all(r is not None for r in results), "every client got an answer"
     videos = [_frames(video) for video, _ in results]
     for k, ((_, tpath), frames) in enumerate(zip(results, videos)):
@@ -200,13 +205,7 @@ def test_four_clients_at_once_see_their_own_drags_in_their_videos(tmp_path):
                 handle_file(str(images[k])), tracks, "", 4, 1, SEEDS[k], 1.0, 2.0, motion_init=0.3,
                 api_name="/generate")
 
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=600)
-        wall = time.perf_counter() - t0
+        wall = _at_once(run, 4, timeout=600)
     finally:
         demo.close()
     misses = []
