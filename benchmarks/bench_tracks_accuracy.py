@@ -17,7 +17,8 @@ Scenes with exact tracks (every grid point of frame 0 is followed, ``trajectory.
   the window, then back from where it ended) as a consistency figure; windows stop at shot cuts.
 
 Per tracker: survival (points with a valid track over the first 14, 56 and all frames, % of the
-grid points that stay in view that long), mean and 95th-percentile error against truth of the tracks
+grid points that stay in view that long; of those over 56, the share carried by their neighbours,
+``tracking.carry_by_neighbours``), mean and 95th-percentile error against truth of the tracks
 valid through the first 56 frames, over those frames (px; what a user gets), those of them ever
 more than 3 px off, tracks that land on another surface (an occluder) while counted valid, and
 frames per second (tracking only, flow included, 2-core CPU). Prints markdown tables.
@@ -205,8 +206,10 @@ def score(res, truth_tracks, hidden, surface, layers) -> dict:
     off[:, W:] = False
     return {"stay": [int(in_view[:, :w].all(1).sum()) for w in WINDOWS + (T,)],
             "surv": [int((valid[:, :w].all(1) & in_view[:, :w].all(1)).sum()) for w in WINDOWS + (T,)],
+            "carried": int((valid[:, :W].all(1) & in_view[:, :W].all(1) & res.carried).sum()),
             "err": err[used, :W].ravel(), "off": int(off.any(1).sum()),
-            # Seen by the tracker itself (not bridged) more than 3 px off, on another surface: it jumped.
+            # Seen by the tracker itself (not bridged; a carried track: where its look was checked) more
+            # than 3 px off, on another surface: it jumped.
             "occ": int((off & res.observed & on_other).any(1).sum())}
 
 
@@ -216,9 +219,9 @@ def truth_tables(trackers, frames: int, size: int) -> None:
     groups = scene_groups(frames, size)
     print(f"\n### Against truth ({frames} frames at {size}x{size}, H.264 CRF 30 unless named, blur, noise; "
           f"3 clips per row, {len(tj.anchor_grid(size, size, None))} grid points each)\n")
-    print(f"| scenes | tracker | valid over 14 | over 56 | over all {frames} | mean error px | p95 px "
-          "| tracks >3 px off | on an occluder | frames/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| scenes | tracker | valid over 14 | over 56 | of them carried | over all {frames} | mean error px "
+          "| p95 px | tracks >3 px off | on an occluder | frames/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, scenes in groups:
         for tracker in trackers:
             rows, secs = [], 0.0
@@ -232,7 +235,8 @@ def truth_tables(trackers, frames: int, size: int) -> None:
                     for k in range(3)]
             err = np.concatenate([r["err"] for r in rows] + [np.full(0, np.nan)])
             e_s = f"{err.mean():.2f} | {np.percentile(err, 95):.2f}" if len(err) else "- | -"
-            print(f"| {name} | {tracker} | {surv[0]:.0f}% | {surv[1]:.0f}% | {surv[2]:.0f}% | "
+            carried = 100.0 * sum(r["carried"] for r in rows) / max(1, sum(r["stay"][1] for r in rows))
+            print(f"| {name} | {tracker} | {surv[0]:.0f}% | {surv[1]:.0f}% | {carried:.0f}% | {surv[2]:.0f}% | "
                   f"{e_s} | {sum(r['off'] for r in rows)} | "
                   f"{sum(r['occ'] for r in rows)} | {frames * len(scenes) / secs:.0f} |", flush=True)
 

@@ -17,7 +17,8 @@ the whole track away at its first failed step. Here a failed step starts a *gap*
   forward-backward check alone passes a point that the flow has glued onto the occluder.
 
 A point that leaves the frame, or stays unseen for more than ``max_gap`` frames, ends only its own
-track. Trackers (``TRACKERS``):
+track. A grid point left with no whole track (flat, or lost) is then carried by its neighbours' motion
+(:func:`carry_by_neighbours`), as dense flow's smoothness carries it in the paper. Trackers (``TRACKERS``):
 
 - ``dis_strict``: the paper's chain through dense DIS flow; a track ends at its first failed step.
 - ``dis``: the same dense flow chain, with the appearance check, gaps and re-detection above.
@@ -52,11 +53,17 @@ WARP_MIN = 0.01  # the least zoom or turn (relative) between a point's anchor fr
 @dataclass
 class Tracks:
     """``tracks [N, T, 2]`` (x, y, project pixel convention), ``valid [N, T]`` (seen, or inside a
-    bridged gap of at most ``max_gap`` frames), ``observed [N, T]`` (seen by the tracker itself)."""
+    bridged gap of at most ``max_gap`` frames), ``observed [N, T]`` (seen by the tracker itself; for a
+    carried track, its look checked), ``carried [N]`` (carried by its neighbours, :func:`carry_by_neighbours`)."""
 
     tracks: np.ndarray
     valid: np.ndarray
     observed: np.ndarray
+    carried: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.carried is None:
+            self.carried = np.zeros(len(self.tracks), bool)
 
     def whole(self) -> np.ndarray:
         """``[N]``: the tracks valid in every frame."""
@@ -441,6 +448,110 @@ def _follow(frames, greys, step, pts, strict, sparse, max_gap, min_similarity, m
             if len(move):
                 anchor_t[move], anchor_pts[move], atpl[move] = t + 1, pts[move], tpl[move]
     return tracks, observed
+
+
+def carry_by_neighbours(frames: np.ndarray, res: Tracks, spacing: float, max_gap: int = 8, neighbours: int = 12,
+                        radius: float = 3.0, max_misfit: float = 1.0, min_donors: int = 4,
+                        min_similarity: float = 0.5, max_difference: float = 15.0, max_gain: float = 2.5) -> Tracks:
+    """Grid points with no whole track of their own, carried by the motion of their neighbours that have
+    one -> :class:`Tracks` (theirs replaced where the carried track is valid in more frames; ``carried``).
+
+    The paper's sampler (Sec. 3.2) chains every grid point through *dense* flow, whose smoothness prior
+    moves a point on a flat wall or a straight edge with its surroundings. The sparse tracker gives such a
+    point no track (nothing to lock onto), nor one it lost (blurred, or checked false). Here, per frame, an
+    affine motion is fitted (least squares, Gaussian weights of sigma ``spacing`` by distance) to the up to
+    ``neighbours`` whole tracks that start within ``radius`` grid spacings, using those seen on that frame,
+    and moves the point. A frame counts as seen only where at least ``min_donors`` neighbours were seen and
+    the fit leaves them at most ``max_misfit`` px RMS off (one motion: not a boundary between two), the
+    point is in the frame, and its patch still looks like it: grey levels at most ``max_difference`` off on
+    average from where it was last seen, and, when its first patch has a pattern, correlated (ZNCC) at
+    least ``min_similarity`` with it (an occluder passing over fails this). Unseen runs of at most
+    ``max_gap`` frames are bridged, as the tracker's are. The point's position is a weighted sum of the
+    neighbours' (a row of the fit's hat matrix); where those weights' magnitudes add up to more than
+    ``max_gain`` (the point lies outside its neighbours' spread: extrapolated, their errors multiplied),
+    the frame is not seen, and a point so placed in every frame is not carried.
+    """
+    from scipy.spatial import cKDTree
+
+    T, H, W = frames.shape[:3]
+    whole = res.whole()
+    donors, cands = np.flatnonzero(whole), np.flatnonzero(~whole)
+    if len(donors) < min_donors or len(cands) == 0:
+        return res
+    dist, idx = cKDTree(res.tracks[donors, 0]).query(res.tracks[cands, 0], k=min(neighbours, len(donors)),
+                                                     distance_upper_bound=radius * spacing)
+    dist, idx = dist.reshape(len(cands), -1), idx.reshape(len(cands), -1)
+    pos = np.zeros((len(cands), T, 2))
+    fitted = np.zeros((len(cands), T), bool)
+    usable = np.zeros(len(cands), bool)
+    for m, n in enumerate(cands):
+        near = np.isfinite(dist[m])
+        near[near] = _first_of_each(res.tracks[donors[idx[m, near]], 0])  # two grid points on one pixel: one
+        if near.sum() < min_donors:
+            continue
+        D = donors[idx[m, near]]
+        A = np.c_[res.tracks[D, 0] - res.tracks[n, 0], np.ones(len(D))]  # centred on the point: its position
+        w = np.exp(-0.5 * (dist[m, near] / spacing) ** 2)[:, None]      # is the fit's translation
+        seen_pos, seen_ok, misfit = _affine_fit(A, res.tracks[D], w * res.observed[D], min_donors, max_gain)
+        all_pos, all_ok, _ = _affine_fit(A, res.tracks[D], np.repeat(w, T, 1), min_donors, max_gain)
+        if not all_ok.all():
+            continue  # on a line, or the point outside their spread: no motion to carry it by
+        usable[m] = True
+        fitted[m] = seen_ok & (misfit <= max_misfit)
+        # Elsewhere (too few neighbours seen, or they disagree) all of them, bridged positions included,
+        # place the point: a gap, bridged or not as the tracker's are.
+        pos[m] = np.where(fitted[m][:, None], seen_pos, all_pos)
+    greys = [_grey(f) for f in frames]
+    first = patches(greys[0], res.tracks[cands, 0])
+    textured = first.std(1) >= 3.0  # zncc's flat limit: a flat patch is checked by its grey levels only
+    last = first.copy()
+    ok = fitted.copy()
+    for t in range(1, T):
+        cur = patches(greys[t], pos[:, t])
+        ok[:, t] &= _inside(pos[:, t], W, H) & (np.abs(cur - last).mean(1) <= max_difference)
+        ok[:, t] &= ~textured | (zncc(cur, first) >= min_similarity)
+        last[ok[:, t]] = cur[ok[:, t]]
+    ok[:, 0] = True
+    valid = _bridged(ok, max_gap)
+    take = usable & (valid.sum(1) > res.valid[cands].sum(1))
+    out = Tracks(res.tracks.copy(), res.valid.copy(), res.observed.copy(), res.carried.copy())
+    n = cands[take]
+    out.tracks[n], out.valid[n], out.observed[n], out.carried[n] = pos[take], valid[take], ok[take], True
+    return out
+
+
+def _first_of_each(points: np.ndarray) -> np.ndarray:
+    """``[K]``: True for the first of each group of equal ``[K, 2]`` points."""
+    _, first = np.unique(points, axis=0, return_index=True)
+    keep = np.zeros(len(points), bool)
+    keep[first] = True
+    return keep
+
+
+def _affine_fit(A: np.ndarray, P: np.ndarray, w: np.ndarray, min_donors: int, max_gain: float,
+                outlier: float = 2.0):
+    """Weighted least-squares affine maps of ``A [K, 3]`` (centred x, y, 1) onto ``P [K, T, 2]``, one per
+    frame, weights ``w [K, T]``; fitted again without the points more than ``outlier`` px off (one wrong
+    neighbour would tilt the map) -> (the map's translation ``[T, 2]``, solved ``[T]``, weighted RMS misfit
+    ``[T]``). A frame is solved where enough points, not all on a line, leave the translation a weighted
+    sum of theirs whose weights' magnitudes add up to at most ``max_gain`` (no extrapolation)."""
+    T = P.shape[1]
+    pos, solved, misfit = np.zeros((T, 2)), np.zeros(T, bool), np.full(T, np.inf)
+    for _ in range(2):
+        AtA = np.einsum("kt,ki,kj->tij", w, A, A)
+        ok = (w > 0).sum(0) >= min_donors
+        ok[ok] = np.linalg.cond(AtA[ok]) < 1e6  # not all on a line
+        X = np.zeros((T, 3, 2))
+        inv = np.linalg.inv(AtA[ok])
+        X[ok] = inv @ np.einsum("kt,ki,ktc->tic", w[:, ok], A, P[:, ok])
+        gain = np.full(T, np.inf)
+        gain[ok] = np.abs(np.einsum("tj,kj,kt->tk", inv[:, 2], A, w[:, ok])).sum(1)
+        ok &= gain <= max_gain
+        r2 = ((np.einsum("ki,tic->ktc", A, X) - P) ** 2).sum(-1)
+        pos[ok], solved[ok] = X[ok, 2], True
+        misfit[ok] = np.sqrt((w * r2).sum(0) / np.maximum(w.sum(0), 1e-12))[ok]
+        w = w * (r2 <= outlier ** 2)
+    return pos, solved, misfit
 
 
 def shot_cuts(frames: np.ndarray, threshold: float = 0.3) -> list[int]:

@@ -192,14 +192,17 @@ def chain_tracks(flows: np.ndarray, points: np.ndarray, backward: np.ndarray | N
 def grid_tracks(frames: np.ndarray, rng: np.random.Generator | None = None, tracker: str = "dis",
                 grid_interval: float | None = None, jitter: float = 0.5, flow: str = "dis",
                 consistency_flow: str | None = "dis_fast", fb_tolerance: float = 1.0, max_gap: int = 8,
-                flows: tuple[np.ndarray, np.ndarray] | None = None, progress: bool = False):
+                flows: tuple[np.ndarray, np.ndarray] | None = None, progress: bool = False, carry: bool = True):
     """Candidate tracks of a clip (paper Sec. 3.2, steps 1-3): ``uint8 [T, H, W, 3]`` frames -> a jittered
     anchor grid (16 px at 256 px) tracked through the clip -> ``tracking.Tracks`` with ``tracks [N, T, 2]``,
     ``valid [N, T]`` (seen, or in a bridged gap) and ``observed [N, T]``; ``.whole()`` marks the tracks
     valid in every frame. ``tracker``: ``tracking.TRACKERS`` (``dis``, the default: the paper's chain
-    through dense DIS flow, made to survive real footage). ``rng`` None: no jitter.
+    through dense DIS flow, made to survive real footage). ``rng`` None: no jitter. ``carry``: grid
+    points left with no whole track (flat, lost, or checked false) are carried by their neighbours'
+    motion where it is one motion and they still look the same (``tracking.carry_by_neighbours``; not
+    for ``dis_strict``, the chain as it was).
     """
-    from dragnuwa.tracking import Tracks, textured_points, track_points
+    from dragnuwa.tracking import Tracks, carry_by_neighbours, textured_points, track_points
 
     if len(frames) < 2:
         raise UserError(f"the Trajectory Sampler needs at least 2 frames, got {len(frames)}")
@@ -217,6 +220,8 @@ def grid_tracks(frames: np.ndarray, rng: np.random.Generator | None = None, trac
         res = track_points(frames, starts[textured], tracker, max_gap=max_gap, fb_tolerance=fb_tolerance, flow=flow,
                            consistency_flow=consistency_flow, flows=flows, progress=progress)
         full.tracks[textured], full.valid[textured], full.observed[textured] = res.tracks, res.valid, res.observed
+        if tracker != "dis_strict" and carry:
+            full = carry_by_neighbours(frames, full, step, max_gap=max_gap)
     return full
 
 
