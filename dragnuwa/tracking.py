@@ -476,31 +476,26 @@ def carry_by_neighbours(frames: np.ndarray, res: Tracks, spacing: float, max_gap
     T, H, W = frames.shape[:3]
     whole = res.whole()
     donors, cands = np.flatnonzero(whole), np.flatnonzero(~whole)
+    # Two grid points can settle on one pixel (textured_points): one track, counted once.
+    donors = donors[np.sort(np.unique(res.tracks[donors, 0], axis=0, return_index=True)[1])]
     if len(donors) < min_donors or len(cands) == 0:
         return res
     dist, idx = cKDTree(res.tracks[donors, 0]).query(res.tracks[cands, 0], k=min(neighbours, len(donors)),
                                                      distance_upper_bound=radius * spacing)
     dist, idx = dist.reshape(len(cands), -1), idx.reshape(len(cands), -1)
-    pos = np.zeros((len(cands), T, 2))
-    fitted = np.zeros((len(cands), T), bool)
-    usable = np.zeros(len(cands), bool)
-    for m, n in enumerate(cands):
-        near = np.isfinite(dist[m])
-        near[near] = _first_of_each(res.tracks[donors[idx[m, near]], 0])  # two grid points on one pixel: one
-        if near.sum() < min_donors:
-            continue
-        D = donors[idx[m, near]]
-        A = np.c_[res.tracks[D, 0] - res.tracks[n, 0], np.ones(len(D))]  # centred on the point: its position
-        w = np.exp(-0.5 * (dist[m, near] / spacing) ** 2)[:, None]      # is the fit's translation
-        seen_pos, seen_ok, misfit = _affine_fit(A, res.tracks[D], w * res.observed[D], min_donors, max_gain)
-        all_pos, all_ok, _ = _affine_fit(A, res.tracks[D], np.repeat(w, T, 1), min_donors, max_gain)
-        if not all_ok.all():
-            continue  # on a line, or the point outside their spread: no motion to carry it by
-        usable[m] = True
-        fitted[m] = seen_ok & (misfit <= max_misfit)
-        # Elsewhere (too few neighbours seen, or they disagree) all of them, bridged positions included,
-        # place the point: a gap, bridged or not as the tracker's are.
-        pos[m] = np.where(fitted[m][:, None], seen_pos, all_pos)
+    near = np.isfinite(dist)                                   # [M, K]; the rest are padding, weight 0
+    D = donors[np.minimum(idx, len(donors) - 1)]
+    P = res.tracks[D]                                          # [M, K, T, 2]
+    # Centred on the point: its position is the fit's translation.
+    A = np.concatenate([res.tracks[D, 0] - res.tracks[cands, None, 0], np.ones(D.shape + (1,))], -1) * near[..., None]
+    w = np.where(near, np.exp(-0.5 * (np.where(near, dist, 0) / spacing) ** 2), 0.0)[..., None]  # [M, K, 1]
+    seen_pos, seen_ok, misfit = _affine_fit(A, P, w * res.observed[D], min_donors, max_gain)
+    all_pos, all_ok, _ = _affine_fit(A, P, np.repeat(w, T, -1), min_donors, max_gain)
+    usable = all_ok.all(1)  # else on a line, or the point outside their spread: no motion to carry it by
+    fitted = seen_ok & (misfit <= max_misfit)
+    # Elsewhere (too few neighbours seen, or they disagree) all of them, bridged positions included, place
+    # the point: a gap, bridged or not as the tracker's are.
+    pos = np.where(fitted[..., None], seen_pos, all_pos)
     greys = [_grey(f) for f in frames]
     first = patches(greys[0], res.tracks[cands, 0])
     textured = first.std(1) >= 3.0  # zncc's flat limit: a flat patch is checked by its grey levels only
@@ -520,36 +515,31 @@ def carry_by_neighbours(frames: np.ndarray, res: Tracks, spacing: float, max_gap
     return out
 
 
-def _first_of_each(points: np.ndarray) -> np.ndarray:
-    """``[K]``: True for the first of each group of equal ``[K, 2]`` points."""
-    _, first = np.unique(points, axis=0, return_index=True)
-    keep = np.zeros(len(points), bool)
-    keep[first] = True
-    return keep
-
-
 def _affine_fit(A: np.ndarray, P: np.ndarray, w: np.ndarray, min_donors: int, max_gain: float,
                 outlier: float = 2.0):
-    """Weighted least-squares affine maps of ``A [K, 3]`` (centred x, y, 1) onto ``P [K, T, 2]``, one per
-    frame, weights ``w [K, T]``; fitted again without the points more than ``outlier`` px off (one wrong
-    neighbour would tilt the map) -> (the map's translation ``[T, 2]``, solved ``[T]``, weighted RMS misfit
-    ``[T]``). A frame is solved where enough points, not all on a line, leave the translation a weighted
-    sum of theirs whose weights' magnitudes add up to at most ``max_gain`` (no extrapolation)."""
-    T = P.shape[1]
-    pos, solved, misfit = np.zeros((T, 2)), np.zeros(T, bool), np.full(T, np.inf)
+    """Weighted least-squares affine maps of ``A [M, K, 3]`` (centred x, y, 1) onto ``P [M, K, T, 2]``, one
+    per point and frame, weights ``w [M, K, T]``; fitted again without the neighbours more than ``outlier``
+    px off (one wrong neighbour would tilt the map) -> (the map's translation ``[M, T, 2]``, solved
+    ``[M, T]``, weighted RMS misfit ``[M, T]``). A frame is solved where enough neighbours, not all on a
+    line, leave the translation a weighted sum of theirs whose weights' magnitudes add up to at most
+    ``max_gain`` (no extrapolation)."""
+    M, K, T = w.shape
+    pos, solved, misfit = np.zeros((M, T, 2)), np.zeros((M, T), bool), np.full((M, T), np.inf)
     for _ in range(2):
-        AtA = np.einsum("kt,ki,kj->tij", w, A, A)
-        ok = (w > 0).sum(0) >= min_donors
+        AtA = np.einsum("mkt,mki,mkj->mtij", w, A, A)
+        ok = (w > 0).sum(1) >= min_donors
         ok[ok] = np.linalg.cond(AtA[ok]) < 1e6  # not all on a line
-        X = np.zeros((T, 3, 2))
-        inv = np.linalg.inv(AtA[ok])
-        X[ok] = inv @ np.einsum("kt,ki,ktc->tic", w[:, ok], A, P[:, ok])
-        gain = np.full(T, np.inf)
-        gain[ok] = np.abs(np.einsum("tj,kj,kt->tk", inv[:, 2], A, w[:, ok])).sum(1)
+        X = np.zeros((M, T, 3, 2))
+        inv = np.linalg.inv(AtA[ok])                                     # [S, 3, 3] over the solvable
+        m, t = np.nonzero(ok)
+        wA = w[m, :, t][..., None] * A[m]                                # [S, K, 3]
+        X[ok] = inv @ np.einsum("ski,skc->sic", wA, P[m, :, t])
+        gain = np.full((M, T), np.inf)
+        gain[ok] = np.abs(np.einsum("sj,skj->sk", inv[:, 2], wA)).sum(1)
         ok &= gain <= max_gain
-        r2 = ((np.einsum("ki,tic->ktc", A, X) - P) ** 2).sum(-1)
-        pos[ok], solved[ok] = X[ok, 2], True
-        misfit[ok] = np.sqrt((w * r2).sum(0) / np.maximum(w.sum(0), 1e-12))[ok]
+        r2 = ((np.einsum("mki,mtic->mktc", A, X) - P) ** 2).sum(-1)      # [M, K, T]
+        pos[ok], solved[ok] = X[ok][:, 2], True
+        misfit[ok] = np.sqrt((w * r2).sum(1) / np.maximum(w.sum(1), 1e-12))[ok]
         w = w * (r2 <= outlier ** 2)
     return pos, solved, misfit
 
