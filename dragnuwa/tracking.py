@@ -508,7 +508,7 @@ def carry_by_neighbours(frames: np.ndarray, res: Tracks, spacing: float, max_gap
         last[ok[:, t]] = cur[ok[:, t]]
     ok[:, 0] = True
     valid = _bridged(ok, max_gap)
-    take = usable & (valid.sum(1) > res.valid[cands].sum(1))
+    take = usable & (valid.sum(1) > np.maximum(res.valid[cands].sum(1), 1))
     out = Tracks(res.tracks.copy(), res.valid.copy(), res.observed.copy(), res.carried.copy())
     n = cands[take]
     out.tracks[n], out.valid[n], out.observed[n], out.carried[n] = pos[take], valid[take], ok[take], True

@@ -251,12 +251,15 @@ class TrajectorySampler:
     # "dis_strict" is the chain as the paper's short clips allow (a track ends at its first failed step).
     tracker: str = "dis"
     max_gap: int = 8  # frames a point may go unseen (inconsistent, hidden) and keep its track
+    # Grid points with no whole track of their own carried by their neighbours' motion
+    # (tracking.carry_by_neighbours), as the paper's dense flow carries flat regions.
+    carry: bool = True
 
     def track(self, frames: np.ndarray, rng: np.random.Generator, progress: bool = False,
               flows: tuple[np.ndarray, np.ndarray] | None = None):
         """Every grid point's track through ``uint8 [T, H, W, 3]`` frames (``tracking.Tracks``)."""
         return grid_tracks(frames, rng, self.tracker, self.grid_interval, self.jitter, self.flow,
-                           self.consistency_flow, self.fb_tolerance, self.max_gap, flows, progress)
+                           self.consistency_flow, self.fb_tolerance, self.max_gap, flows, progress, self.carry)
 
     def candidates(self, frames: np.ndarray, rng: np.random.Generator, progress: bool = False,
                    flows: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:

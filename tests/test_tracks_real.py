@@ -13,7 +13,7 @@ import skimage.data
 from dragnuwa import trajectory as tj
 from dragnuwa.cli import main
 from dragnuwa.data.synthetic import _pattern, _sdf
-from dragnuwa.tracking import shot_cuts, textured_points, track_points
+from dragnuwa.tracking import Tracks, carry_by_neighbours, shot_cuts, textured_points, track_points
 from dragnuwa.video import read_video, write_video
 
 try:
@@ -116,6 +116,34 @@ def test_flat_points_are_carried_by_their_neighbours_and_not_onto_a_passing_obje
     assert err[carried & in_square].max() < 1.0, err[carried & in_square].max()  # measured 0.0x
     # Every carried track follows its own surface (background or disc), none the other.
     assert carried.sum() >= 12 and err[carried].max() < 3.0, err[carried].max()
+
+
+def test_a_point_is_carried_only_inside_its_neighbours_spread_and_by_one_motion():
+    """carry_by_neighbours on exact neighbour tracks over a real-texture pan: a point among them is carried
+    to its true position; one beyond them all (the fit would extrapolate their errors) is not; nor is
+    one between two groups that move apart (no one motion to carry it by)."""
+    T, S, step = 12, 128, np.array([2.0, 1.0])
+    frames = _pan(T, S, tuple(step))
+    t = np.arange(T)[None, :, None]
+    ys, xs = np.meshgrid(np.arange(24, 104, 8.0) + 0.5, np.arange(16, 56, 8.0) + 0.5, indexing="ij")
+    left = np.stack([xs.ravel(), ys.ravel()], 1)                     # neighbours at x 16..48
+    points = np.vstack([left, [[36.5, 60.5], [100.5, 60.5]]])        # inside them; 52 px right of them
+    res = Tracks(points[:, None] - t * step, np.zeros((len(points), T), bool), np.zeros((len(points), T), bool))
+    res.valid[:len(left)] = res.observed[:len(left)] = True
+    out = carry_by_neighbours(frames, res, spacing=8.0, radius=8.0)
+    inside, beyond = len(left), len(left) + 1
+    assert out.carried[inside] and out.whole()[inside]
+    assert np.abs(out.tracks[inside] - res.tracks[inside]).max() < 0.01
+    assert not out.carried[beyond] and not out.valid[beyond].any()
+    assert not out.carried[:len(left)].any()  # whole tracks stay their own
+
+    # The left half of the neighbours moves with the camera, the right half 3 px/frame more to the right.
+    apart = res.tracks.copy()
+    apart[:len(left)][left[:, 0] > 36] += t[0] * np.array([3.0, 0.0])
+    res2 = Tracks(apart, res.valid.copy(), res.observed.copy())
+    out2 = carry_by_neighbours(frames, res2, spacing=8.0, radius=8.0)
+    # Seen at most on frame 1, where the groups are 3 px apart and one stretch still fits them within 1 px.
+    assert not out2.observed[inside, 2:].any() and not out2.whole()[inside]
 
 
 def test_pan_of_20_px_per_frame_is_tracked_within_a_pixel(tmp_path):
