@@ -241,3 +241,13 @@ def test_a_zoom_is_tracked_without_the_drift_of_translation_only_matching(monkey
     monkeypatch.setattr(tracking, "WARP_MIN", np.inf)  # never warp: the refinement as it was
     plain = error(tj.grid_tracks(frames, None, "lk"))
     assert warped < 0.05 and plain > 0.3, (warped, plain)  # 0.006 and 0.67 px here
+
+
+def test_the_sampler_offers_each_track_once():
+    """Neighbouring grid cells can settle on one most-textured pixel: the grid then holds one track twice
+    (5 pairs here), and the candidates the sampler draws from hold it once."""
+    s = tj.TrajectorySampler(tracker=tj.USER_TRACKER, grid_interval=8)
+    cands = s.candidates(_pan(8, 128, (2.0, 1.0)), np.random.default_rng(0))
+    whole = s.tracked.tracks[s.tracked.whole()]
+    assert len(whole) - len(np.unique(whole[:, 0], axis=0)) >= 2  # the duplicates are there to drop
+    assert len(cands) == len(np.unique(cands[:, 0], axis=0)) == len(np.unique(whole[:, 0], axis=0))
