@@ -45,6 +45,7 @@ TRACKERS = ("lk", "dis", "dis_strict", "rlof")
 DEFAULT_TRACKER = "lk"
 
 PATCH = 9  # appearance patch side (px at the tracking resolution)
+FLAT = 3.0  # grey-level std below which a patch is flat: no pattern to correlate or match
 LK_WIN, LK_LEVELS = 21, 4  # 21 px windows on 5 pyramid levels follow ~40 px/frame
 LK_REFINE_WIN = 21  # the window of the refinement against a point's anchor patch
 WARP_MIN = 0.01  # the least zoom or turn (relative) between a point's anchor frame and now that refine() undoes
@@ -100,7 +101,7 @@ def patches(grey: np.ndarray, points: np.ndarray) -> np.ndarray:
                      cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def zncc(a: np.ndarray, b: np.ndarray, flat: float = 3.0) -> np.ndarray:
+def zncc(a: np.ndarray, b: np.ndarray, flat: float = FLAT) -> np.ndarray:
     """Zero-mean normalised cross-correlation of ``[N, P]`` patch pairs -> ``[N]`` in [-1, 1].
 
     A flat template (std below ``flat`` grey levels) has no pattern to correlate: it scores 0 (no
@@ -160,7 +161,7 @@ def _redetect(grey: np.ndarray, templates: np.ndarray, guesses: np.ndarray,
         if x0 < 0 or y0 < 0 or cx + r + h + 1 > W or cy + r + h + 1 > H:
             continue  # too near the border to look: the point stays in its gap
         tpl = templates[i].reshape(PATCH, PATCH)
-        if tpl.std() < 3.0:
+        if tpl.std() < FLAT:
             continue  # a flat patch matches anywhere: no evidence
         res = cv2.matchTemplate(img[y0:cy + r + h + 1, x0:cx + r + h + 1], tpl, cv2.TM_CCOEFF_NORMED)
         j, k = np.unravel_index(int(np.argmax(res)), res.shape)
@@ -476,8 +477,7 @@ def carry_by_neighbours(frames: np.ndarray, res: Tracks, spacing: float, max_gap
     T, H, W = frames.shape[:3]
     whole = res.whole()
     donors, cands = np.flatnonzero(whole), np.flatnonzero(~whole)
-    # Two grid points can settle on one pixel (textured_points): one track, counted once.
-    donors = donors[np.sort(np.unique(res.tracks[donors, 0], axis=0, return_index=True)[1])]
+    donors = donors[first_of_each(res.tracks[donors, 0])]
     if len(donors) < min_donors or len(cands) == 0:
         return res
     dist, idx = cKDTree(res.tracks[donors, 0]).query(res.tracks[cands, 0], k=min(neighbours, len(donors)),
@@ -498,7 +498,7 @@ def carry_by_neighbours(frames: np.ndarray, res: Tracks, spacing: float, max_gap
     pos = np.where(fitted[..., None], seen_pos, all_pos)
     greys = [_grey(f) for f in frames]
     first = patches(greys[0], res.tracks[cands, 0])
-    textured = first.std(1) >= 3.0  # zncc's flat limit: a flat patch is checked by its grey levels only
+    textured = first.std(1) >= FLAT  # a flat patch is checked by its grey levels only
     last = first.copy()
     ok = fitted.copy()
     for t in range(1, T):
@@ -513,6 +513,13 @@ def carry_by_neighbours(frames: np.ndarray, res: Tracks, spacing: float, max_gap
     n = cands[take]
     out.tracks[n], out.valid[n], out.observed[n], out.carried[n] = pos[take], valid[take], ok[take], True
     return out
+
+
+def first_of_each(points: np.ndarray) -> np.ndarray:
+    """Indices of the first of each group of equal ``[N, 2]`` points, in order. Two grid cells can settle on
+    one most-textured pixel (:func:`textured_points`: their windows overlap by a pixel), and then hold one
+    track twice: counted once as a neighbour, offered once as a candidate."""
+    return np.sort(np.unique(points, axis=0, return_index=True)[1])
 
 
 def _affine_fit(A: np.ndarray, P: np.ndarray, w: np.ndarray, min_donors: int, max_gain: float,

@@ -266,10 +266,10 @@ class TrajectorySampler:
         """All tracks ``[M, T, 2]`` valid in every frame of ``uint8 [T, H, W, 3]`` frames."""
         res = self.track(frames, rng, progress, flows)
         self.tracked = res  # kept for what the command says when few tracks last the window
+        from dragnuwa.tracking import first_of_each
+
         cands = res.tracks[res.whole()]
-        # Two grid cells can pick the same most-textured pixel (their windows overlap by a pixel): one
-        # track, offered once, or a draw of 8 could hold it twice.
-        return cands[np.sort(np.unique(cands[:, 0], axis=0, return_index=True)[1])]
+        return cands[first_of_each(cands[:, 0])]  # one track twice: a draw of 8 could hold it twice
 
     def sample(self, frames: np.ndarray, rng: np.random.Generator, progress: bool = False) -> np.ndarray:
         """1..``max_tracks`` tracks ``[n, T, 2]``, preferring moving ones (motion-weighted)."""
